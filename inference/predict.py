@@ -1,0 +1,203 @@
+"""Predict the sentiment of movie reviews with a trained LoRA adapter.
+
+    python inference/predict.py "A wonderful film." "Two hours I will never get back."
+    cat reviews.txt | python inference/predict.py
+    python inference/predict.py --file reviews.csv --output predictions.csv
+
+`Predictor` is the one inference path: the CLI, the Streamlit app and evaluation/evaluate.py all use
+it, so the figures evaluation reports are the ones users get.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
+
+import numpy as np
+import torch
+
+from training.data import DataError, encode_texts, read_table
+from training.model import (
+    ModelLoadError,
+    SentimentConfig,
+    describe_device,
+    load_classifier,
+    pick_device,
+    read_metrics,
+)
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_MODEL_DIR = PROJECT_ROOT / "trained_model"
+OUTPUT_SUFFIXES = (".csv", ".jsonl")
+
+
+class EmptyTextError(ValueError):
+    """A review with no text: there is nothing to predict."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Prediction:
+    label: str
+    confidence: float  # probability of `label`
+    probabilities: dict[str, float]  # every label's probability; they sum to 1
+
+
+class Predictor:
+    """Base model + adapter loaded once; predicts one review or many in length-sorted batches."""
+
+    def __init__(self, model, tokenizer, config: SentimentConfig, device: torch.device, model_dir: Path):
+        self.model, self.tokenizer, self.config = model, tokenizer, config
+        self.device, self.model_dir = device, model_dir
+
+    @classmethod
+    def from_pretrained(cls, model_dir: str | Path = DEFAULT_MODEL_DIR, device: str | None = None) -> "Predictor":
+        device = pick_device(device)
+        model, tokenizer, config = load_classifier(Path(model_dir), device=device, merge=True)
+        return cls(model, tokenizer, config, device, Path(model_dir))
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        return self.config.labels
+
+    @property
+    def device_name(self) -> str:
+        return describe_device(self.device)
+
+    def info(self) -> dict:
+        """What is loaded: base model, adapter folder, device, settings and the metrics recorded with it."""
+        return {
+            "base_model": self.config.base_model,
+            "adapter": str(self.model_dir),
+            "device": self.device_name,
+            "max_length": self.config.max_length,
+            "truncation": self.config.truncation,
+            "lora": self.config.lora,
+            "metrics": read_metrics(self.model_dir),
+        }
+
+    def predict_proba(self, texts: list[str], batch_size: int = 32, progress: bool = False) -> np.ndarray:
+        """Class probabilities, shape (len(texts), len(labels)). Raises EmptyTextError for a blank text."""
+        texts = list(texts)
+        for index, text in enumerate(texts):
+            if not isinstance(text, str) or not text.strip():
+                raise EmptyTextError(f"Review {index + 1} is empty; give some text to classify.")
+        token_ids = encode_texts(self.tokenizer, texts, self.config.max_length, self.config.truncation)
+        # Longest first, so each batch pads to similar lengths and memory peaks at the start.
+        order = sorted(range(len(texts)), key=lambda i: -len(token_ids[i]))
+        probabilities = np.empty((len(texts), len(self.labels)), dtype=np.float64)
+        batches = range(0, len(order), batch_size)
+        if progress:
+            from tqdm.auto import tqdm
+
+            batches = tqdm(batches, desc="Predicting", unit="batch")
+        with torch.inference_mode():
+            for start in batches:
+                chosen = order[start : start + batch_size]
+                batch = self.tokenizer.pad({"input_ids": [token_ids[i] for i in chosen]}, return_tensors="pt")
+                logits = self.model(**{key: value.to(self.device) for key, value in batch.items()}).logits
+                probabilities[chosen] = torch.softmax(logits.float(), dim=-1).cpu().numpy()
+        return probabilities
+
+    def predict(self, texts: list[str], batch_size: int = 32, progress: bool = False) -> list[Prediction]:
+        probabilities = self.predict_proba(texts, batch_size=batch_size, progress=progress)
+        return [self._prediction(row) for row in probabilities]
+
+    def predict_one(self, text: str) -> Prediction:
+        return self.predict([text])[0]
+
+    def _prediction(self, row: np.ndarray) -> Prediction:
+        best = int(row.argmax())
+        return Prediction(
+            label=self.labels[best],
+            confidence=float(row[best]),
+            probabilities={label: float(p) for label, p in zip(self.labels, row)},
+        )
+
+
+# ----------------------------------------------------------------------------- command line
+
+
+def predict_table(predictor: Predictor, texts: list[str], batch_size: int, progress: bool) -> list[dict]:
+    """One result row per text, in order; empty texts are flagged, not dropped."""
+    filled = [i for i, text in enumerate(texts) if text.strip()]
+    predictions = predictor.predict([texts[i] for i in filled], batch_size, progress) if filled else []
+    rows = [{"label": "", "confidence": None, "error": "empty text"} for _ in texts]
+    for index, prediction in zip(filled, predictions):
+        rows[index] = {
+            "label": prediction.label,
+            "confidence": round(prediction.confidence, 6),
+            **{f"p_{label.lower()}": round(p, 6) for label, p in prediction.probabilities.items()},
+            "error": "",
+        }
+    return rows
+
+
+def write_predictions(frame, path: Path) -> None:
+    if path.suffix.lower() == ".csv":
+        frame.to_csv(path, index=False)
+    else:
+        frame.to_json(path, orient="records", lines=True, force_ascii=False)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("texts", nargs="*", help="Reviews to classify. None: read one review per line from stdin.")
+    parser.add_argument("--file", type=Path, help="Reviews to classify: .txt (one a line), .csv, .jsonl or .parquet with a text column.")
+    parser.add_argument("--text-column", default="text", help="Column holding the reviews in --file (default: %(default)s).")
+    parser.add_argument("--output", type=Path, help="Write --file's rows with predictions here (.csv or .jsonl). Default: stdout as JSON lines.")
+    parser.add_argument("--model", type=Path, default=DEFAULT_MODEL_DIR, help="Adapter folder (default: the shipped trained_model/).")
+    parser.add_argument("--batch-size", type=int, default=32, help="Reviews per forward pass.")
+    parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: a GPU if there is one).")
+    parser.add_argument("--json", action="store_true", help="Print JSON lines instead of a table.")
+    return parser.parse_args(argv)
+
+
+def main(args: argparse.Namespace) -> list[dict]:
+    """Run the CLI; returns the result rows (also printed or written)."""
+    import pandas as pd
+
+    if args.output is not None and args.output.suffix.lower() not in OUTPUT_SUFFIXES:
+        raise DataError(f"--output must end in {' or '.join(OUTPUT_SUFFIXES)}, not '{args.output.suffix}'.")
+    if args.file is not None:
+        frame = read_table(args.file, text_column=args.text_column)
+        texts = frame[args.text_column].tolist()
+    else:
+        texts = args.texts or [line for line in sys.stdin.read().splitlines() if line.strip()]
+        if not texts or not any(text.strip() for text in texts):
+            raise EmptyTextError("No review given: pass text as arguments, on stdin, or with --file.")
+        frame = pd.DataFrame({"text": texts})
+    predictor = Predictor.from_pretrained(args.model, device=args.device)
+    print(f"Model: {predictor.config.base_model} + {args.model} on {predictor.device_name}", file=sys.stderr)
+    rows = predict_table(predictor, texts, args.batch_size, progress=args.file is not None)
+    result = pd.concat([frame.reset_index(drop=True), pd.DataFrame(rows)], axis=1)
+    if args.output is not None:
+        write_predictions(result, args.output)
+        flagged = sum(1 for row in rows if row["error"])
+        print(f"Wrote {len(rows)} predictions to {args.output}" + (f" ({flagged} empty rows flagged)" if flagged else ""), file=sys.stderr)
+    elif args.json or args.file is not None:
+        for record in result.to_dict(orient="records"):
+            print(json.dumps(record, ensure_ascii=False))
+    else:
+        for text, row in zip(texts, rows):
+            shown = text if len(text) <= 70 else text[:67] + "..."
+            verdict = f"{row['label']:<8} {row['confidence']:.3f}" if not row["error"] else f"{'-':<8} {'-':>5}"
+            print(f"{verdict}  {shown}")
+    return rows
+
+
+def cli(argv: list[str] | None = None) -> int:
+    try:
+        main(parse_args(argv))
+    except (DataError, ModelLoadError, EmptyTextError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli())

@@ -1,0 +1,212 @@
+"""Reading reviews and turning them into model inputs: the one home for data loading and tokenization.
+
+Training, evaluation and inference all read files and tokenize through this module, so a review is
+truncated the same way when the model learns from it and when a user asks about it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+HUB_DATASET = "stanfordnlp/imdb"
+TRUNCATION_STRATEGIES = ("head", "tail", "head_tail")
+# Sun et al. (2019), "How to Fine-Tune BERT for Text Classification": keeping the first 128 and
+# the last 382 tokens of a long IMDb review beats keeping only the beginning or only the end.
+HEAD_FRACTION = 128 / 510
+TABLE_SUFFIXES = (".parquet", ".csv", ".jsonl", ".json")
+TEXT_SUFFIXES = (".txt",)
+# A token is rarely longer than 20 characters, so this many characters per token of budget from each
+# end keep every token truncation can select, while a 1 MB review costs no more than a long one.
+CHARS_PER_TOKEN_BOUND = 20
+
+
+class DataError(ValueError):
+    """Input data a user supplied is unusable; the message says what is wrong and how to fix it."""
+
+
+# ----------------------------------------------------------------------------- reading files
+
+
+def read_table(path: str | Path, text_column: str = "text") -> pd.DataFrame:
+    """Read reviews from .txt (one a line), .csv, .jsonl/.json or .parquet; keep the row order.
+
+    Only the text column is required. Rows are never dropped here: empty texts stay, so callers can
+    report them next to the predictions for the other rows.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: no such file.")
+    if path.is_dir():
+        raise DataError(f"{path} is a folder; give a file ({', '.join(TABLE_SUFFIXES + TEXT_SUFFIXES)}).")
+    suffix = path.suffix.lower()
+    if suffix not in TABLE_SUFFIXES + TEXT_SUFFIXES:
+        raise DataError(
+            f"{path}: unsupported file type '{suffix or '(none)'}'. "
+            f"Use one of {', '.join(TEXT_SUFFIXES + TABLE_SUFFIXES)}."
+        )
+    if path.stat().st_size == 0:
+        raise DataError(f"{path} is empty.")
+    try:
+        if suffix == ".txt":
+            lines = path.read_text(encoding="utf-8").splitlines()
+            frame = pd.DataFrame({text_column: lines})
+        elif suffix == ".csv":
+            frame = pd.read_csv(path, encoding="utf-8", dtype={text_column: str}, keep_default_na=False)
+        elif suffix in (".jsonl", ".json"):
+            frame = pd.read_json(path, lines=suffix == ".jsonl", encoding="utf-8")
+        else:
+            frame = pd.read_parquet(path)
+    except UnicodeDecodeError as error:
+        raise DataError(
+            f"{path} is not valid UTF-8 text (byte {error.start}). Re-save it as UTF-8, "
+            f"for example: iconv -f latin1 -t utf-8 '{path}' > fixed{suffix}"
+        ) from error
+    except (ValueError, OSError, pd.errors.ParserError) as error:
+        raise DataError(f"{path} could not be read as {suffix[1:]}: {error}") from error
+    if text_column not in frame.columns:
+        columns = ", ".join(map(str, frame.columns)) or "(none)"
+        raise DataError(
+            f"{path} has no '{text_column}' column (columns: {columns}). "
+            f"Rename the column holding the reviews to '{text_column}' or pass its name."
+        )
+    frame[text_column] = frame[text_column].fillna("").astype(str)
+    return frame.reset_index(drop=True)
+
+
+def read_labelled(path: str | Path) -> pd.DataFrame:
+    """Read a labelled file and check it: a `text` column and a `label` column of 0/1."""
+    frame = read_table(path)
+    return validate_labelled(frame, origin=str(path))
+
+
+def validate_labelled(frame: pd.DataFrame, origin: str) -> pd.DataFrame:
+    """Return `frame[["text", "label"]]` with integer labels, or raise one DataError naming every problem."""
+    problems = [f"no '{column}' column" for column in ("text", "label") if column not in frame.columns]
+    if not problems:
+        if len(frame) == 0:
+            problems.append("no rows")
+        labels = pd.to_numeric(frame["label"], errors="coerce")
+        bad = sorted({str(value) for value, number in zip(frame["label"], labels) if number not in (0, 1)})
+        if bad:
+            problems.append(f"labels other than 0 (negative) and 1 (positive): {', '.join(bad[:5])}")
+        if (frame["text"].astype(str).str.strip() == "").all() and len(frame):
+            problems.append("every text is empty")
+    if problems:
+        raise DataError(f"{origin}: " + "; ".join(problems) + ". Expected columns 'text' and 'label' (0/1).")
+    result = frame[["text", "label"]].copy()
+    result["text"] = result["text"].astype(str)
+    result["label"] = pd.to_numeric(result["label"]).astype(int)
+    return result.reset_index(drop=True)
+
+
+def load_split(source: str | Path, split: str) -> pd.DataFrame:
+    """Load one split of labelled reviews from a folder, a file, or the Hugging Face Hub.
+
+    - a folder holding `{split}.parquet` (or .csv/.jsonl/.json), such as the local IMDb copy;
+    - a single labelled file (the split name is then ignored);
+    - `hub`, or any dataset id on the Hub (`stanfordnlp/imdb` by default).
+    """
+    source = str(source)
+    path = Path(source).expanduser()
+    if path.is_dir():
+        for suffix in TABLE_SUFFIXES:
+            candidate = path / f"{split}{suffix}"
+            if candidate.exists():
+                return read_labelled(candidate)
+        raise DataError(f"{path} has no {split}.parquet (or .csv/.jsonl/.json).")
+    if path.is_file():
+        return read_labelled(path)
+    if source.startswith((".", "/", "~")) or path.suffix.lower() in TABLE_SUFFIXES + TEXT_SUFFIXES:
+        raise DataError(f"{source}: no such file or folder.")
+    return _load_from_hub(HUB_DATASET if source == "hub" else source, split)
+
+
+def _load_from_hub(dataset_id: str, split: str) -> pd.DataFrame:
+    from training.model import check_hub_reachable  # the hub check lives with the other hub access
+
+    check_hub_reachable(
+        f"dataset '{dataset_id}'",
+        fix="Point --data at a local copy instead, for example --data ../shared/data/imdb "
+        "(a folder with train.parquet and test.parquet, columns text and label).",
+    )
+    import datasets  # imported here: only hub users pay its start-up cost
+
+    frame = datasets.load_dataset(dataset_id, split=split).to_pandas()
+    return validate_labelled(frame, origin=f"{dataset_id}[{split}]")
+
+
+# ----------------------------------------------------------------------------- splitting
+
+
+def stratified_subset(frame: pd.DataFrame, size: int | None, seed: int) -> pd.DataFrame:
+    """At most `size` rows with the label balance of `frame`, always the same ones for a seed."""
+    if size is None or size >= len(frame):
+        return frame.reset_index(drop=True)
+    if size <= 0:
+        raise DataError(f"A subset needs at least one row, not {size}.")
+    from sklearn.model_selection import train_test_split
+
+    subset, _ = train_test_split(frame, train_size=size, stratify=frame["label"], random_state=seed)
+    return subset.reset_index(drop=True)
+
+
+def split_train_validation(
+    frame: pd.DataFrame, validation_fraction: float, seed: int
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Carve a stratified, seeded validation split out of the training data."""
+    if not 0 < validation_fraction < 1:
+        raise DataError(f"--validation-fraction must be between 0 and 1, not {validation_fraction}.")
+    if frame["label"].nunique() < 2 or frame["label"].value_counts().min() < 2:
+        raise DataError("The training data needs at least two reviews of each label to carve a validation split.")
+    from sklearn.model_selection import train_test_split
+
+    train, validation = train_test_split(
+        frame, test_size=validation_fraction, stratify=frame["label"], random_state=seed
+    )
+    return train.reset_index(drop=True), validation.reset_index(drop=True)
+
+
+# ----------------------------------------------------------------------------- tokenization
+
+
+def truncate_token_ids(token_ids: list[int], budget: int, strategy: str) -> list[int]:
+    """Keep at most `budget` tokens: the first ones, the last ones, or the first quarter and last three quarters."""
+    if strategy not in TRUNCATION_STRATEGIES:
+        raise ValueError(f"Unknown truncation strategy '{strategy}'; choose from {', '.join(TRUNCATION_STRATEGIES)}.")
+    if len(token_ids) <= budget:
+        return list(token_ids)
+    if strategy == "head":
+        return list(token_ids[:budget])
+    if strategy == "tail":
+        return list(token_ids[len(token_ids) - budget :])
+    head = round(budget * HEAD_FRACTION)
+    tail = budget - head
+    return list(token_ids[:head]) + list(token_ids[len(token_ids) - tail :])
+
+
+def clip_characters(text: str, max_length: int) -> str:
+    """Drop the middle of a text far longer than any truncation could keep, before tokenizing it."""
+    keep = max_length * CHARS_PER_TOKEN_BOUND
+    if len(text) <= 2 * keep:
+        return text
+    return text[:keep] + " " + text[-keep:]
+
+
+def special_token_frame(tokenizer) -> tuple[list[int], list[int]]:
+    """The special tokens a tokenizer puts before and after a single text ([CLS] and [SEP] for BERT)."""
+    inner = tokenizer("x", add_special_tokens=False)["input_ids"]
+    framed = tokenizer("x")["input_ids"]
+    start = next(i for i in range(len(framed)) if framed[i : i + len(inner)] == inner)
+    return framed[:start], framed[start + len(inner) :]
+
+
+def encode_texts(tokenizer, texts: list[str], max_length: int, strategy: str) -> list[list[int]]:
+    """Token ids with special tokens for each text, truncated to `max_length` by `strategy`."""
+    prefix, suffix = special_token_frame(tokenizer)
+    budget = max_length - len(prefix) - len(suffix)
+    clipped = [clip_characters(text, max_length) for text in texts]
+    # verbose=False: texts longer than the model are expected here; truncation happens below.
+    encoded = tokenizer(clipped, add_special_tokens=False, truncation=False, verbose=False)["input_ids"]
+    return [prefix + truncate_token_ids(ids, budget, strategy) + suffix for ids in encoded]
