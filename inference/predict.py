@@ -100,7 +100,7 @@ class Predictor:
                 chosen = order[start : start + batch_size]
                 batch = self.tokenizer.pad({"input_ids": [token_ids[i] for i in chosen]}, return_tensors="pt")
                 logits = self.model(**{key: value.to(self.device) for key, value in batch.items()}).logits
-                probabilities[chosen] = torch.softmax(logits.float(), dim=-1).cpu().numpy()
+                probabilities[chosen] = torch.softmax(logits.double(), dim=-1).cpu().numpy()
         return probabilities
 
     def predict(self, texts: list[str], batch_size: int = 32, progress: bool = False) -> list[Prediction]:

@@ -1,0 +1,153 @@
+"""Evaluate an adapter on the IMDb test split, or any labelled file, through the app's own Predictor.
+
+    python evaluation/evaluate.py --data ../shared/data/imdb --limit 2000
+    python evaluation/evaluate.py --model trained_model --data reviews.csv
+
+Writes a JSON report (accuracy, precision, recall, F1, ROC-AUC, log loss, expected calibration error,
+confusion matrix) and PNG plots (confusion matrix, ROC curve, reliability diagram) under
+results/evaluation/. `--record` also stores the test metrics in the adapter's metrics.json, which the
+app shows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
+
+import numpy as np
+
+from evaluation.metrics import classification_metrics, reliability_bins
+from inference.predict import DEFAULT_MODEL_DIR, Predictor
+from training.data import DataError, load_split, stratified_subset
+from training.model import METRICS_FILE, ModelLoadError, read_metrics
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", type=Path, default=DEFAULT_MODEL_DIR, help="Adapter folder (default: trained_model/).")
+    parser.add_argument("--data", default="hub",
+                        help="'hub' (stanfordnlp/imdb), a folder with test.parquet, or a labelled parquet/CSV/JSONL file. "
+                             "Offline: --data ../shared/data/imdb")
+    parser.add_argument("--split", default="test", help="Split to read from a folder or the hub (default: %(default)s).")
+    parser.add_argument("--limit", type=int, default=None, help="Evaluate a stratified, seeded subset of this many reviews.")
+    parser.add_argument("--seed", type=int, default=0, help="Seed for --limit's subset.")
+    parser.add_argument("--batch-size", type=int, default=64, help="Reviews per forward pass.")
+    parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: a GPU if there is one).")
+    parser.add_argument("--output-dir", type=Path, default=PROJECT_ROOT / "results" / "evaluation",
+                        help="Where the JSON report and plots go.")
+    parser.add_argument("--record", action="store_true",
+                        help="Also store these metrics as the adapter's test metrics (in its metrics.json).")
+    return parser.parse_args(argv)
+
+
+def main(args: argparse.Namespace) -> dict:
+    """Evaluate; returns the report that is also written to OUTPUT_DIR/report.json."""
+    if args.limit is not None and args.limit < 2:
+        raise DataError("--limit must be at least 2.")
+    frame = load_split(args.data, args.split)
+    blank = frame["text"].str.strip() == ""
+    frame = stratified_subset(frame[~blank], args.limit, args.seed)
+    predictor = Predictor.from_pretrained(args.model, device=args.device)
+
+    started = time.perf_counter()
+    probabilities = predictor.predict_proba(frame["text"].tolist(), batch_size=args.batch_size, progress=True)
+    seconds = time.perf_counter() - started
+    labels = frame["label"].to_numpy()
+    metrics = classification_metrics(labels, probabilities)
+
+    report = {
+        "metrics": metrics,
+        "data": {"source": str(args.data), "split": args.split, "limit": args.limit, "seed": args.seed,
+                 "num_examples": len(frame), "skipped_empty": int(blank.sum())},
+        "model": {key: value for key, value in predictor.info().items() if key != "metrics"},
+        "speed": {"seconds": round(seconds, 2), "reviews_per_second": round(len(frame) / seconds, 1),
+                  "batch_size": args.batch_size, "device": predictor.device_name},
+        "reliability_bins": reliability_bins(probabilities.max(axis=1), probabilities.argmax(axis=1) == labels),
+    }
+    args.output_dir.mkdir(parents=True, exist_ok=True)
+    report["plots"] = write_plots(labels, probabilities, metrics, report["reliability_bins"], predictor.labels, args.output_dir)
+    (args.output_dir / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    if args.record:
+        record_test_metrics(args.model, metrics, report["data"])
+    return report
+
+
+def record_test_metrics(model_dir: Path, metrics: dict, data: dict) -> None:
+    """Keep the adapter's test figures beside its validation figures, where the app and tests read them."""
+    recorded = read_metrics(model_dir)
+    recorded["test"] = {**metrics, "data": data}
+    (Path(model_dir) / METRICS_FILE).write_text(json.dumps(recorded, indent=2) + "\n")
+
+
+def write_plots(labels, probabilities, metrics, bins, label_names, folder: Path) -> dict:
+    """Confusion matrix, ROC curve and reliability diagram as PNG files; returns their paths."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display needed
+    import matplotlib.pyplot as plt
+    from sklearn.metrics import roc_curve
+
+    paths = {name: folder / f"{name}.png" for name in ("confusion_matrix", "roc_curve", "reliability_diagram")}
+
+    figure, axis = plt.subplots(figsize=(4.5, 4))
+    matrix = np.array(metrics["confusion_matrix"])
+    axis.imshow(matrix, cmap="Blues")
+    for (row, column), count in np.ndenumerate(matrix):
+        axis.text(column, row, f"{count}", ha="center", va="center",
+                  color="white" if count > matrix.max() / 2 else "black", fontsize=12)
+    axis.set(xticks=[0, 1], yticks=[0, 1], xticklabels=label_names, yticklabels=label_names,
+             xlabel="predicted", ylabel="true", title=f"Confusion matrix (accuracy {metrics['accuracy']:.2%})")
+    figure.tight_layout()
+    figure.savefig(paths["confusion_matrix"], dpi=120)
+    plt.close(figure)
+
+    figure, axis = plt.subplots(figsize=(4.5, 4))
+    if metrics["roc_auc"] is not None:
+        false_positive, true_positive, _ = roc_curve(labels, probabilities[:, 1])
+        axis.plot(false_positive, true_positive, label=f"ROC-AUC {metrics['roc_auc']:.4f}")
+    axis.plot([0, 1], [0, 1], linestyle="--", color="grey", label="chance")
+    axis.set(xlabel="false positive rate", ylabel="true positive rate", title="ROC curve")
+    axis.legend(loc="lower right")
+    figure.tight_layout()
+    figure.savefig(paths["roc_curve"], dpi=120)
+    plt.close(figure)
+
+    figure, axis = plt.subplots(figsize=(4.5, 4))
+    filled = [b for b in bins if b["count"]]
+    axis.bar([(b["lower"] + b["upper"]) / 2 for b in filled], [b["accuracy"] for b in filled],
+             width=[b["upper"] - b["lower"] for b in filled], edgecolor="black", alpha=0.7, label="accuracy in bin")
+    axis.plot([0, 1], [0, 1], linestyle="--", color="grey", label="perfect calibration")
+    axis.set(xlim=(0.45, 1.0), ylim=(0, 1), xlabel="confidence", ylabel="accuracy",
+             title=f"Reliability (ECE {metrics['expected_calibration_error']:.4f})")
+    axis.legend(loc="upper left")
+    figure.tight_layout()
+    figure.savefig(paths["reliability_diagram"], dpi=120)
+    plt.close(figure)
+    return {name: str(path) for name, path in paths.items()}
+
+
+def cli(argv: list[str] | None = None) -> int:
+    try:
+        report = main(parse_args(argv))
+    except (DataError, ModelLoadError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    metrics = report["metrics"]
+    print(
+        f"{report['data']['num_examples']} reviews: accuracy {metrics['accuracy']:.4f}, precision {metrics['precision']:.4f}, "
+        f"recall {metrics['recall']:.4f}, F1 {metrics['f1']:.4f}, ROC-AUC {metrics['roc_auc']:.4f}, "
+        f"ECE {metrics['expected_calibration_error']:.4f} ({report['speed']['reviews_per_second']} reviews/s on "
+        f"{report['speed']['device']}). Report: {Path(report['plots']['confusion_matrix']).parent / 'report.json'}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli())

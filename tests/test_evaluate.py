@@ -1,0 +1,65 @@
+"""evaluation/evaluate.py end to end on the tiny adapter, and the metric functions on known answers."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from evaluation.evaluate import cli, main, parse_args
+from evaluation.metrics import classification_metrics, expected_calibration_error, softmax
+
+
+def test_report_plots_and_recorded_metrics(tiny_adapter, small_imdb, tmp_path, tmp_path_factory):
+    import shutil
+
+    adapter = tmp_path / "adapter"
+    shutil.copytree(tiny_adapter, adapter)
+    out = tmp_path / "evaluation"
+    report = main(parse_args(["--model", str(adapter), "--data", str(small_imdb), "--limit", "60",
+                              "--output-dir", str(out), "--record"]))
+    metrics = report["metrics"]
+    assert report["data"]["num_examples"] == 60
+    for key in ("accuracy", "precision", "recall", "f1", "roc_auc", "expected_calibration_error"):
+        assert 0.0 <= metrics[key] <= 1.0, key
+    assert np.array(metrics["confusion_matrix"]).sum() == 60
+    assert sum(b["count"] for b in report["reliability_bins"]) == 60
+    assert json.loads((out / "report.json").read_text())["metrics"] == metrics
+    for name in ("confusion_matrix", "roc_curve", "reliability_diagram"):
+        assert (out / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    recorded = json.loads((adapter / "metrics.json").read_text())
+    assert recorded["test"]["accuracy"] == metrics["accuracy"] and "validation" in recorded
+
+
+def test_labelled_file_without_labels_is_refused(tiny_adapter, tmp_path, capsys):
+    path = tmp_path / "unlabelled.csv"
+    pd.DataFrame({"text": ["Good.", "Bad."]}).to_csv(path, index=False)
+    assert cli(["--model", str(tiny_adapter), "--data", str(path)]) == 2
+    assert "no 'label' column" in capsys.readouterr().err
+    path.write_text("text,label\nGood.,yes\nBad.,0\n")
+    assert cli(["--model", str(tiny_adapter), "--data", str(path)]) == 2
+    assert "labels other than 0" in capsys.readouterr().err
+
+
+def test_metrics_on_known_answers():
+    labels = np.array([1, 1, 0, 0])
+    probabilities = np.array([[0.1, 0.9], [0.6, 0.4], [0.8, 0.2], [0.3, 0.7]])
+    metrics = classification_metrics(labels, probabilities)
+    assert metrics["accuracy"] == 0.5
+    assert metrics["precision"] == 0.5 and metrics["recall"] == 0.5 and metrics["f1"] == 0.5
+    assert metrics["confusion_matrix"] == [[1, 1], [1, 1]]
+    assert metrics["roc_auc"] == pytest.approx(0.75)
+
+
+def test_calibration_error_is_zero_when_confidence_matches_accuracy():
+    confidences = np.full(10, 0.8)
+    correct = np.array([True] * 8 + [False] * 2)
+    assert expected_calibration_error(confidences, correct) == pytest.approx(0.0)
+    assert expected_calibration_error(np.full(10, 0.9), np.array([True] * 5 + [False] * 5)) == pytest.approx(0.4)
+
+
+def test_softmax_is_stable_and_normalised():
+    probabilities = softmax(np.array([[1000.0, 0.0], [0.0, 0.0]]))
+    assert np.allclose(probabilities, [[1.0, 0.0], [0.5, 0.5]])

@@ -1,0 +1,149 @@
+"""The Predictor and the predict CLI: results, files, and every kind of bad input."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from inference.predict import EmptyTextError, Predictor, cli
+from tests.conftest import PROJECT_ROOT
+from training.data import DataError, clip_characters, read_table, truncate_token_ids
+from training.model import ModelLoadError
+
+
+@pytest.fixture(scope="module")
+def predictor(tiny_adapter) -> Predictor:
+    return Predictor.from_pretrained(tiny_adapter, device="cpu")
+
+
+def test_predictions_are_distributions_in_input_order(predictor):
+    texts = ["A superb, moving film.", "Dreadful.", "It was fine I guess, a bit long " * 100]
+    probabilities = predictor.predict_proba(texts, batch_size=2)
+    assert probabilities.shape == (3, 2)
+    assert np.allclose(probabilities.sum(axis=1), 1.0) and (probabilities >= 0).all()
+    # Batching and length-sorting must not change any row.
+    one_by_one = np.vstack([predictor.predict_proba([text]) for text in texts])
+    assert np.allclose(probabilities, one_by_one, atol=1e-5)
+    prediction = predictor.predict_one(texts[0])
+    assert prediction.label in ("NEGATIVE", "POSITIVE")
+    assert prediction.confidence == max(prediction.probabilities.values())
+    assert predictor.device_name == "CPU"
+
+
+@pytest.mark.parametrize("text", ["", "   \n\t "])
+def test_empty_text_is_refused_clearly(predictor, text):
+    with pytest.raises(EmptyTextError, match="empty"):
+        predictor.predict_one(text)
+
+
+def test_a_one_megabyte_review_is_predicted_quickly(predictor):
+    import time
+
+    text = "This film is a triumph of patience. " * 30_000  # ~1 MB
+    started = time.perf_counter()
+    prediction = predictor.predict_one(text)
+    assert time.perf_counter() - started < 5
+    assert abs(sum(prediction.probabilities.values()) - 1) < 1e-6
+
+
+def test_truncation_keeps_head_and_tail():
+    ids = list(range(1000))
+    assert truncate_token_ids(ids, 8, "head") == list(range(8))
+    assert truncate_token_ids(ids, 8, "tail") == list(range(992, 1000))
+    assert truncate_token_ids(ids, 8, "head_tail") == [0, 1, 994, 995, 996, 997, 998, 999]
+    assert truncate_token_ids(ids[:5], 8, "head_tail") == ids[:5]
+    assert truncate_token_ids(list(range(600)), 510, "head_tail")[:128] == list(range(128))
+    assert clip_characters("a" * 100, 4) == "a" * 100
+    clipped = clip_characters("h" * 1000 + "t" * 1000, 4)
+    assert clipped.startswith("h" * 80) and clipped.endswith("t" * 80) and len(clipped) == 161
+
+
+def test_cli_prints_a_line_per_review(tiny_adapter, capsys):
+    assert cli(["--model", str(tiny_adapter), "--device", "cpu", "Loved it.", "Hated it."]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 2 and all(line.split()[0] in ("POSITIVE", "NEGATIVE") for line in lines)
+
+
+def test_cli_scores_a_file_and_flags_empty_rows(tiny_adapter, tmp_path, capsys):
+    source = tmp_path / "reviews.csv"
+    pd.DataFrame({"id": [1, 2, 3], "text": ["Great fun.", "", "Boring, slow, bad."]}).to_csv(source, index=False)
+    output = tmp_path / "predictions.jsonl"
+    assert cli(["--model", str(tiny_adapter), "--file", str(source), "--output", str(output)]) == 0
+    rows = [json.loads(line) for line in output.read_text().splitlines()]
+    assert [row["id"] for row in rows] == [1, 2, 3]
+    assert rows[1]["error"] == "empty text" and rows[1]["label"] == ""
+    assert rows[0]["label"] in ("POSITIVE", "NEGATIVE") and rows[2]["error"] == ""
+    assert abs(rows[0]["p_negative"] + rows[0]["p_positive"] - 1) < 1e-5
+    assert "1 empty rows flagged" in capsys.readouterr().err
+
+
+def test_cli_reads_stdin(tiny_adapter):
+    result = subprocess.run(
+        [sys.executable, "inference/predict.py", "--model", str(tiny_adapter), "--json"],
+        input="Loved it.\n\nHated it.\n", capture_output=True, text=True, cwd=PROJECT_ROOT, timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert [json.loads(line)["text"] for line in result.stdout.splitlines()] == ["Loved it.", "Hated it."]
+
+
+def bad_inputs(tmp_path):
+    latin1 = tmp_path / "latin1.txt"
+    latin1.write_bytes("Un film très réussi\n".encode("latin-1"))
+    no_column = tmp_path / "no_column.csv"
+    no_column.write_text("review\nGreat\n")
+    binary = tmp_path / "binary.parquet"
+    binary.write_bytes(bytes(range(256)) * 4)
+    empty = tmp_path / "empty.csv"
+    empty.write_text("")
+    word = tmp_path / "reviews.docx"
+    word.write_bytes(b"PK\x03\x04")
+    return {
+        latin1: "not valid UTF-8",
+        no_column: "no 'text' column",
+        binary: "could not be read",
+        empty: "is empty",
+        word: "unsupported file type",
+        tmp_path / "missing.csv": "no such file",
+    }
+
+
+def test_bad_files_get_one_clear_message(tmp_path, tiny_adapter, capsys):
+    for path, message in bad_inputs(tmp_path).items():
+        with pytest.raises(DataError, match=message):
+            read_table(path)
+        assert cli(["--model", str(tiny_adapter), "--file", str(path)]) == 2
+        error = capsys.readouterr().err
+        assert error.startswith("error: ") and message in error and "Traceback" not in error
+
+
+def test_cli_refuses_empty_text_and_unknown_output_type(tiny_adapter, tmp_path, capsys):
+    assert cli(["--model", str(tiny_adapter), "   "]) == 2
+    assert "No review given" in capsys.readouterr().err
+    assert cli(["--model", str(tiny_adapter), "--file", "x.csv", "--output", str(tmp_path / "out.xlsx")]) == 2
+    assert "--output must end in .csv or .jsonl" in capsys.readouterr().err
+
+
+def test_missing_and_corrupt_adapters_are_reported(tiny_adapter, tmp_path, capsys):
+    with pytest.raises(ModelLoadError, match="No adapter folder"):
+        Predictor.from_pretrained(tmp_path / "nothing here")
+
+    corrupt = tmp_path / "corrupt"
+    shutil.copytree(tiny_adapter, corrupt)
+    (corrupt / "adapter_model.safetensors").write_bytes(b"\x00garbage" * 10)
+    with pytest.raises(ModelLoadError, match="corrupt"):
+        Predictor.from_pretrained(corrupt)
+
+    pickled = tmp_path / "pickled"
+    shutil.copytree(tiny_adapter, pickled)
+    (pickled / "adapter_model.safetensors").rename(pickled / "adapter_model.bin")
+    with pytest.raises(ModelLoadError, match="safetensors only"):
+        Predictor.from_pretrained(pickled)
+
+    assert cli(["--model", str(corrupt), "Fine film."]) == 2
+    assert "corrupt" in capsys.readouterr().err
