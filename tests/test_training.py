@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
@@ -129,3 +130,15 @@ def test_warmup_is_a_share_of_all_steps():
 
     config = TrainConfig(batch_size=10, epochs=2, warmup_fraction=0.1)
     assert warmup_steps(config, 95) == math.floor(0.1 * 20)
+
+
+def test_resume_continues_from_the_last_checkpoint(tiny_distilbert, small_imdb, tmp_path):
+    first = tiny_train_config(tiny_distilbert, small_imdb, tmp_path, max_steps=4, eval_steps=4)
+    main(first)
+    assert (tmp_path / "results" / "checkpoint-4").is_dir()
+    resumed = dataclasses.replace(first, max_steps=8, resume=True)
+    summary = main(resumed)
+    state = json.loads((tmp_path / "results" / "checkpoint-8" / "trainer_state.json").read_text())
+    assert state["global_step"] == 8 and summary["validation"]["num_examples"] == 40
+    with pytest.raises(DataError, match="no checkpoint"):
+        main(dataclasses.replace(first, results_dir=str(tmp_path / "empty"), resume=True))
