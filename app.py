@@ -57,10 +57,13 @@ def load_predictor(model_dir: str) -> Predictor:
 
 
 def cap_review(text: str, max_chars: int = MAX_REVIEW_CHARS) -> tuple[str, bool]:
-    """The review cut to at most `max_chars` characters, and whether it was cut."""
+    """The review cut to at most `max_chars` characters, and whether it was cut.
+
+    The middle goes, not the end: the model reads a long review's beginning and end (head+tail)."""
     if len(text) <= max_chars:
         return text, False
-    return text[:max_chars], True
+    head = max_chars // 2
+    return text[:head] + text[len(text) - (max_chars - head) :], True
 
 
 def display_path(path: str | Path) -> str:
@@ -70,6 +73,15 @@ def display_path(path: str | Path) -> str:
         return str(path.relative_to(PROJECT_ROOT)) + "/"
     except ValueError:
         return str(path)
+
+
+def describe_lora(lora: dict | None) -> str:
+    if not lora:
+        return "not recorded"
+    return (
+        f"rank {lora.get('rank', '?')}, alpha {lora.get('alpha', '?')}, "
+        f"dropout {lora.get('dropout', '?')}, targets `{lora.get('targets', '?')}`"
+    )
 
 
 def percent(value) -> str:
@@ -85,7 +97,6 @@ def sidebar_ui(info: dict) -> None:
     sidebar.header("Model")
     # A box, not st.metric: a GPU's name ("GPU: NVIDIA H100 80GB HBM3") wraps here instead of being cut off.
     sidebar.success(f"Running on **{info['device']}**", icon=":material/memory:")
-    lora = info["lora"] or {}
     sidebar.markdown(
         "\n".join(
             [
@@ -93,13 +104,7 @@ def sidebar_ui(info: dict) -> None:
                 f"- **Adapter:** `{display_path(info['adapter'])}`",
                 f"- **Max length:** {info['max_length']} tokens",
                 f"- **Truncation:** `{info['truncation']}`",
-                "- **LoRA:** "
-                + (
-                    f"rank {lora.get('rank', '?')}, alpha {lora.get('alpha', '?')}, "
-                    f"dropout {lora.get('dropout', '?')}, targets `{lora.get('targets', '?')}`"
-                    if lora
-                    else "not recorded"
-                ),
+                f"- **LoRA:** {describe_lora(info['lora'])}",
             ]
         )
     )
@@ -174,7 +179,7 @@ def main() -> None:
     text, was_truncated = cap_review(review_ui())
     if was_truncated:
         st.warning(
-            f"Your review is longer than {MAX_REVIEW_CHARS:,} characters; only the first {MAX_REVIEW_CHARS:,} were used."
+            f"Your review is longer than {MAX_REVIEW_CHARS:,} characters; its first and last {MAX_REVIEW_CHARS // 2:,} were used."
         )
     try:
         started = time.perf_counter()

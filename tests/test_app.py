@@ -116,7 +116,8 @@ def test_over_long_review_is_truncated_with_a_warning_and_still_predicted(monkey
     [
         ("", 5, ("", False)),
         ("abcde", 5, ("abcde", False)),  # exactly at the cap: kept whole
-        ("abcdef", 5, ("abcde", True)),
+        ("abcdef", 5, ("abdef", True)),  # the middle goes: the model reads both ends
+        ("abcdefgh", 4, ("abgh", True)),
         ("é" * 7, 3, ("ééé", True)),  # counts characters, not bytes
     ],
 )
