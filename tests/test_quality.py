@@ -46,3 +46,26 @@ def test_short_lora_run_on_the_packaged_base_beats_chance(small_imdb, tmp_path):
     # 100 held-out reviews: chance is 0.5 with a standard error of 0.05; 0.65 is three of those above it.
     assert validation["num_examples"] == 100
     assert validation["accuracy"] >= 0.65
+
+
+def test_shipped_adapter_loads_with_plain_peft_and_matches_the_predictor():
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from inference.predict import Predictor
+    from training.model import SentimentConfig, resolve_base_source
+
+    assert (SHIPPED_MODEL_DIR / "adapter_model.safetensors").stat().st_size < 10 * 2**20
+    assert not list(SHIPPED_MODEL_DIR.glob("*.bin"))
+    base_id = SentimentConfig.load(SHIPPED_MODEL_DIR).base_model
+    assert base_id == "sentence-transformers/all-MiniLM-L6-v2"  # portable, not a path on one machine
+    base = AutoModelForSequenceClassification.from_pretrained(resolve_base_source(base_id), num_labels=2)
+    model = PeftModel.from_pretrained(base, SHIPPED_MODEL_DIR).eval()
+    tokenizer = AutoTokenizer.from_pretrained(SHIPPED_MODEL_DIR)
+    texts = ["A wonderful, moving film.", "Awful, boring and far too long."]
+    with torch.no_grad():
+        plain = model(**tokenizer(texts, padding=True, return_tensors="pt")).logits.softmax(-1).numpy()
+    ours = Predictor.from_pretrained(SHIPPED_MODEL_DIR, device="cpu").predict_proba(texts)
+    assert abs(plain - ours).max() < 1e-4
+    assert plain[0].argmax() == 1 and plain[1].argmax() == 0

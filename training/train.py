@@ -74,6 +74,9 @@ class TrainConfig:
     num_workers: int | None = None  # None: 4 on a GPU, 0 on the CPU (workers would steal its cores)
     resume: bool = False
 
+    def lora_settings(self) -> LoraSettings:
+        return LoraSettings(rank=self.lora_rank, alpha=self.lora_alpha, dropout=self.lora_dropout, targets=self.lora_targets)
+
     def problems(self) -> list[str]:
         """Every problem with the settings, found before any data or model is loaded."""
         found = []
@@ -230,19 +233,21 @@ def check_max_length(model, max_length: int) -> None:
 
 def main(config: TrainConfig) -> dict:
     """Train, select the best checkpoint on validation, publish the adapter; returns the run's summary."""
-    from transformers import DataCollatorWithPadding, Trainer, TrainingArguments, set_seed
+    from transformers import DataCollatorWithPadding, Trainer, set_seed
 
     problems = config.problems()
     if problems:
         raise data.DataError("Invalid settings:\n  - " + "\n  - ".join(problems))
+    results_dir = Path(config.results_dir)
+    resume = _last_checkpoint(results_dir) if config.resume else None
+    if config.resume and resume is None:
+        raise data.DataError(f"--resume: no checkpoint in {results_dir}. Run without --resume to start afresh.")
     set_seed(config.seed)
     started = time.time()
 
     train_frame, validation_frame = load_data(config)
     tokenizer = load_tokenizer(config.base_model)
-    model = build_classifier(config.base_model, LoraSettings(
-        rank=config.lora_rank, alpha=config.lora_alpha, dropout=config.lora_dropout, targets=config.lora_targets
-    ))
+    model = build_classifier(config.base_model, config.lora_settings())
     check_max_length(model, config.max_length)
 
     def tokenized(frame):
@@ -250,35 +255,9 @@ def main(config: TrainConfig) -> dict:
         return TokenizedReviews(ids, frame["label"].tolist())
 
     train_set, validation_set = tokenized(train_frame), tokenized(validation_frame)
-    results_dir = Path(config.results_dir)
-    schedule = {"eval_strategy": "steps", "eval_steps": config.eval_steps} if config.eval_steps else {"eval_strategy": "epoch"}
-    arguments = TrainingArguments(
-        output_dir=str(results_dir),
-        **schedule,
-        save_strategy=schedule["eval_strategy"],
-        save_steps=config.eval_steps or 500,
-        save_total_limit=2,
-        load_best_model_at_end=True,
-        metric_for_best_model="accuracy",
-        learning_rate=config.learning_rate,
-        weight_decay=config.weight_decay,
-        warmup_steps=warmup_steps(config, len(train_set)),
-        num_train_epochs=config.epochs,
-        max_steps=config.max_steps,
-        per_device_train_batch_size=config.batch_size,
-        per_device_eval_batch_size=config.eval_batch_size,
-        logging_steps=config.logging_steps,
-        seed=config.seed,
-        data_seed=config.seed,
-        dataloader_num_workers=config.num_workers if config.num_workers is not None else 4 * torch.cuda.is_available(),
-        label_names=["labels"],
-        report_to=["tensorboard"] if _tensorboard_available() else "none",
-        **mixed_precision(config.precision),
-        **length_grouping(),
-    )
     trainer = Trainer(
         model=model,
-        args=arguments,
+        args=training_arguments(config, len(train_set)),
         train_dataset=train_set,
         eval_dataset=validation_set,
         processing_class=tokenizer,
@@ -286,12 +265,8 @@ def main(config: TrainConfig) -> dict:
         data_collator=DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8 if torch.cuda.is_available() else None),
         compute_metrics=compute_metrics,
     )
-    resume = _last_checkpoint(results_dir) if config.resume else None
-    if config.resume and resume is None:
-        raise data.DataError(f"--resume: no checkpoint in {results_dir}. Run without --resume to start afresh.")
     train_output = trainer.train(resume_from_checkpoint=resume)
-    validation = trainer.evaluate()
-    validation = {key.removeprefix("eval_"): value for key, value in validation.items()}
+    validation = {key.removeprefix("eval_"): value for key, value in trainer.evaluate().items()}
 
     summary = {
         "validation": validation,
@@ -303,25 +278,64 @@ def main(config: TrainConfig) -> dict:
         "output_dir": str(config.output_dir),
     }
     if trainer.is_world_process_zero():  # under accelerate launch, only one process writes
-        sentiment_config = SentimentConfig(
-            base_model=portable_base_id(config.base_model),
-            max_length=config.max_length,
-            truncation=config.truncation,
-            lora=dataclasses.asdict(LoraSettings(config.lora_rank, config.lora_alpha, config.lora_dropout, config.lora_targets)),
-            training={**dataclasses.asdict(config), "command": " ".join(sys.argv)},
-        )
-        output = Path(config.output_dir).resolve()
-        output.parent.mkdir(parents=True, exist_ok=True)
-        staged = Path(tempfile.mkdtemp(prefix=f".{output.name}.new-", dir=output.parent))
-        try:
-            metrics = {"validation": validation, "training": {k: v for k, v in summary.items() if k != "validation"}}
-            save_adapter(trainer.model, tokenizer, staged, sentiment_config, metrics)
-            publish_adapter(staged, output)
-        finally:
-            shutil.rmtree(staged, ignore_errors=True)
-        results_dir.mkdir(parents=True, exist_ok=True)
-        (results_dir / "train_results.json").write_text(json.dumps(summary, indent=2) + "\n")
+        write_outputs(trainer.model, tokenizer, config, summary)
     return summary
+
+
+def training_arguments(config: TrainConfig, num_train_examples: int):
+    """The Trainer's settings: validate and checkpoint together, keep the best on validation accuracy."""
+    from transformers import TrainingArguments
+
+    if config.eval_steps:
+        schedule = {"eval_strategy": "steps", "eval_steps": config.eval_steps, "save_strategy": "steps", "save_steps": config.eval_steps}
+    else:
+        schedule = {"eval_strategy": "epoch", "save_strategy": "epoch"}
+    workers = config.num_workers if config.num_workers is not None else 4 * torch.cuda.is_available()
+    return TrainingArguments(
+        output_dir=config.results_dir,
+        **schedule,
+        save_total_limit=2,
+        load_best_model_at_end=True,
+        metric_for_best_model="accuracy",
+        learning_rate=config.learning_rate,
+        weight_decay=config.weight_decay,
+        warmup_steps=warmup_steps(config, num_train_examples),
+        num_train_epochs=config.epochs,
+        max_steps=config.max_steps,
+        per_device_train_batch_size=config.batch_size,
+        per_device_eval_batch_size=config.eval_batch_size,
+        logging_steps=config.logging_steps,
+        seed=config.seed,
+        data_seed=config.seed,
+        dataloader_num_workers=workers,
+        label_names=["labels"],
+        report_to=["tensorboard"] if _tensorboard_available() else "none",
+        **mixed_precision(config.precision),
+        **length_grouping(),
+    )
+
+
+def write_outputs(model, tokenizer, config: TrainConfig, summary: dict) -> None:
+    """Stage the adapter in a temporary folder beside the destination, then swap it in whole."""
+    sentiment_config = SentimentConfig(
+        base_model=portable_base_id(config.base_model),
+        max_length=config.max_length,
+        truncation=config.truncation,
+        lora=dataclasses.asdict(config.lora_settings()),
+        training={**dataclasses.asdict(config), "command": " ".join(sys.argv)},
+    )
+    metrics = {"validation": summary["validation"], "training": {k: v for k, v in summary.items() if k != "validation"}}
+    output = Path(config.output_dir).resolve()
+    output.parent.mkdir(parents=True, exist_ok=True)
+    staged = Path(tempfile.mkdtemp(prefix=f".{output.name}.new-", dir=output.parent))
+    try:
+        save_adapter(model, tokenizer, staged, sentiment_config, metrics)
+        publish_adapter(staged, output)
+    finally:
+        shutil.rmtree(staged, ignore_errors=True)
+    results_dir = Path(config.results_dir)
+    results_dir.mkdir(parents=True, exist_ok=True)
+    (results_dir / "train_results.json").write_text(json.dumps(summary, indent=2) + "\n")
 
 
 def _last_checkpoint(results_dir: Path) -> str | None:
