@@ -119,6 +119,17 @@ def test_unreachable_hub_fails_fast_with_the_offline_options(tmp_path, capsys):
     assert time.time() - started < 10
 
 
+def test_unreachable_hub_is_detected_without_the_offline_flag(monkeypatch):
+    import time
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # loopback port with nothing listening
+    started = time.time()
+    with pytest.raises(model_module.ModelLoadError, match="127.0.0.1 cannot be reached"):
+        model_module.check_hub_reachable("base model 'x'", fix="Use --base-model minilm.")
+    assert time.time() - started < 5
+
+
 def test_packaged_base_records_a_portable_id():
     assert model_module.portable_base_id("minilm") == "sentence-transformers/all-MiniLM-L6-v2"
     source = model_module.resolve_base_source("sentence-transformers/all-MiniLM-L6-v2")
