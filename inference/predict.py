@@ -126,10 +126,10 @@ def predict_table(predictor: Predictor, texts: list[str], batch_size: int, progr
     """One result row per text, in order; empty texts are flagged, not dropped."""
     filled = [i for i, text in enumerate(texts) if text.strip()]
     predictions = predictor.predict([texts[i] for i in filled], batch_size, progress) if filled else []
-    rows = [{"label": "", "confidence": None, "error": "empty text"} for _ in texts]
+    rows = [{"predicted_label": "", "confidence": None, "error": "empty text"} for _ in texts]
     for index, prediction in zip(filled, predictions):
         rows[index] = {
-            "label": prediction.label,
+            "predicted_label": prediction.label,
             "confidence": round(prediction.confidence, 6),
             **{f"p_{label.lower()}": round(p, 6) for label, p in prediction.probabilities.items()},
             "error": "",
@@ -174,7 +174,10 @@ def main(args: argparse.Namespace) -> list[dict]:
     predictor = Predictor.from_pretrained(args.model, device=args.device)
     print(f"Model: {predictor.config.base_model} + {args.model} on {predictor.device_name}", file=sys.stderr)
     rows = predict_table(predictor, texts, args.batch_size, progress=args.file is not None)
-    result = pd.concat([frame.reset_index(drop=True), pd.DataFrame(rows)], axis=1)
+    predictions = pd.DataFrame(rows)
+    # Columns from an earlier run's output are replaced, so a file can be scored again.
+    kept = frame.drop(columns=[column for column in predictions.columns if column in frame.columns])
+    result = pd.concat([kept.reset_index(drop=True), predictions], axis=1)
     if args.output is not None:
         write_predictions(result, args.output)
         flagged = sum(1 for row in rows if row["error"])
@@ -185,7 +188,7 @@ def main(args: argparse.Namespace) -> list[dict]:
     else:
         for text, row in zip(texts, rows):
             shown = text if len(text) <= 70 else text[:67] + "..."
-            verdict = f"{row['label']:<8} {row['confidence']:.3f}" if not row["error"] else f"{'-':<8} {'-':>5}"
+            verdict = f"{row['predicted_label']:<8} {row['confidence']:.3f}" if not row["error"] else f"{'-':<8} {'-':>5}"
             print(f"{verdict}  {shown}")
     return rows
 

@@ -72,13 +72,13 @@ def test_cli_prints_a_line_per_review(tiny_adapter, capsys):
 
 def test_cli_scores_a_file_and_flags_empty_rows(tiny_adapter, tmp_path, capsys):
     source = tmp_path / "reviews.csv"
-    pd.DataFrame({"id": [1, 2, 3], "text": ["Great fun.", "", "Boring, slow, bad."]}).to_csv(source, index=False)
+    pd.DataFrame({"id": [1, 2, 3], "text": ["Great fun.", "", "Boring, slow, bad."], "label": [1, 0, 0]}).to_csv(source, index=False)
     output = tmp_path / "predictions.jsonl"
     assert cli(["--model", str(tiny_adapter), "--file", str(source), "--output", str(output)]) == 0
     rows = [json.loads(line) for line in output.read_text().splitlines()]
-    assert [row["id"] for row in rows] == [1, 2, 3]
-    assert rows[1]["error"] == "empty text" and rows[1]["label"] == ""
-    assert rows[0]["label"] in ("POSITIVE", "NEGATIVE") and rows[2]["error"] == ""
+    assert [row["id"] for row in rows] == [1, 2, 3] and [row["label"] for row in rows] == [1, 0, 0]
+    assert rows[1]["error"] == "empty text" and rows[1]["predicted_label"] == ""
+    assert rows[0]["predicted_label"] in ("POSITIVE", "NEGATIVE") and rows[2]["error"] == ""
     assert abs(rows[0]["p_negative"] + rows[0]["p_positive"] - 1) < 1e-5
     assert "1 empty rows flagged" in capsys.readouterr().err
 
