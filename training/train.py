@@ -308,6 +308,7 @@ def training_arguments(config: TrainConfig, num_train_examples: int):
         seed=config.seed,
         data_seed=config.seed,
         dataloader_num_workers=workers,
+        dataloader_pin_memory=torch.cuda.is_available(),
         label_names=["labels"],
         report_to=["tensorboard"] if _tensorboard_available() else "none",
         **mixed_precision(config.precision),
