@@ -1,0 +1,42 @@
+"""The three command lines as a user runs them from the repo root: a user mistake ends with one
+`error:` line and exit status 2, never a traceback."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import PROJECT_ROOT
+
+
+def run(*arguments: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, *arguments], capture_output=True, text=True, cwd=PROJECT_ROOT, timeout=180)
+
+
+@pytest.fixture(scope="module")
+def bad_files(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("bad")
+    (folder / "no_label.csv").write_text("text\nA fine film.\nA bad film.\n")
+    (folder / "latin1.txt").write_bytes("Un film très réussi\n".encode("latin-1"))
+    (folder / "empty.jsonl").write_text("")
+    return folder
+
+
+@pytest.mark.parametrize(
+    ("command", "message"),
+    [
+        (["training/train.py", "--base-model", "minilm", "--data", "{bad}/no_label.csv"], "no 'label' column"),
+        (["training/train.py", "--base-model", "minilm", "--data", "{bad}/empty.jsonl"], "is empty"),
+        (["evaluation/evaluate.py", "--model", "{bad}/no_adapter", "--data", "{bad}/no_label.csv"], "no 'label' column"),
+        (["inference/predict.py", "--file", "{bad}/latin1.txt"], "not valid UTF-8"),
+        (["inference/predict.py", "--model", "{bad}/no_adapter", "A fine film."], "No adapter folder"),
+    ],
+    ids=["train-no-label", "train-empty-file", "evaluate-no-label", "predict-latin1", "predict-no-adapter"],
+)
+def test_user_mistakes_exit_2_with_one_clear_line(bad_files, command, message):
+    result = run(*[part.format(bad=bad_files) for part in command])
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("error: ") and message in result.stderr
