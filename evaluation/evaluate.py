@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script 
 import numpy as np
 
 from evaluation.metrics import classification_metrics, reliability_bins
-from inference.predict import DEFAULT_MODEL_DIR, Predictor
+from inference.predict import DEFAULT_MODEL_DIR, Predictor, positive_int
 from training.data import DataError, load_split, stratified_subset
 from training.model import METRICS_FILE, ModelLoadError, read_metrics
 
@@ -38,7 +38,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--split", default="test", help="Split to read from a folder or the hub (default: %(default)s).")
     parser.add_argument("--limit", type=int, default=None, help="Evaluate a stratified, seeded subset of this many reviews.")
     parser.add_argument("--seed", type=int, default=0, help="Seed for --limit's subset.")
-    parser.add_argument("--batch-size", type=int, default=64, help="Reviews per forward pass.")
+    parser.add_argument("--batch-size", type=positive_int, default=64, help="Reviews per forward pass.")
     parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: a GPU if there is one).")
     parser.add_argument("--output-dir", type=Path, default=PROJECT_ROOT / "results" / "evaluation",
                         help="Where the JSON report and plots go.")
@@ -140,9 +140,11 @@ def cli(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     metrics = report["metrics"]
+    # ROC-AUC is undefined (None) when the data holds one label only.
+    roc_auc = "undefined (one label only)" if metrics["roc_auc"] is None else f"{metrics['roc_auc']:.4f}"
     print(
         f"{report['data']['num_examples']} reviews: accuracy {metrics['accuracy']:.4f}, precision {metrics['precision']:.4f}, "
-        f"recall {metrics['recall']:.4f}, F1 {metrics['f1']:.4f}, ROC-AUC {metrics['roc_auc']:.4f}, "
+        f"recall {metrics['recall']:.4f}, F1 {metrics['f1']:.4f}, ROC-AUC {roc_auc}, "
         f"ECE {metrics['expected_calibration_error']:.4f} ({report['speed']['reviews_per_second']} reviews/s on "
         f"{report['speed']['device']}). Report: {Path(report['plots']['confusion_matrix']).parent / 'report.json'}"
     )

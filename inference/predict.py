@@ -82,6 +82,8 @@ class Predictor:
 
     def predict_proba(self, texts: list[str], batch_size: int = 32, progress: bool = False) -> np.ndarray:
         """Class probabilities, shape (len(texts), len(labels)). Raises EmptyTextError for a blank text."""
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, not {batch_size}.")
         texts = list(texts)
         for index, text in enumerate(texts):
             if not isinstance(text, str) or not text.strip():
@@ -144,6 +146,13 @@ def write_predictions(frame, path: Path) -> None:
         frame.to_json(path, orient="records", lines=True, force_ascii=False)
 
 
+def positive_int(value: str) -> int:
+    """argparse type for counts such as --batch-size: a whole number of at least 1."""
+    if not value.strip().isdigit() or int(value) < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, not '{value}'")
+    return int(value)
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("texts", nargs="*", help="Reviews to classify. None: read one review per line from stdin.")
@@ -151,7 +160,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--text-column", default="text", help="Column holding the reviews in --file (default: %(default)s).")
     parser.add_argument("--output", type=Path, help="Write --file's rows with predictions here (.csv or .jsonl). Default: stdout as JSON lines.")
     parser.add_argument("--model", type=Path, default=DEFAULT_MODEL_DIR, help="Adapter folder (default: the shipped trained_model/).")
-    parser.add_argument("--batch-size", type=int, default=32, help="Reviews per forward pass.")
+    parser.add_argument("--batch-size", type=positive_int, default=32, help="Reviews per forward pass.")
     parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: a GPU if there is one).")
     parser.add_argument("--json", action="store_true", help="Print JSON lines instead of a table.")
     return parser.parse_args(argv)

@@ -40,3 +40,10 @@ def test_user_mistakes_exit_2_with_one_clear_line(bad_files, command, message):
     assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1].startswith("error: ") and message in result.stderr
+
+
+@pytest.mark.parametrize("script", ["inference/predict.py", "evaluation/evaluate.py"])
+def test_a_batch_size_below_one_is_refused_by_the_parser(script):
+    result = run(script, "--batch-size", "0", "A fine film.")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "--batch-size: must be a whole number of at least 1, not '0'" in result.stderr

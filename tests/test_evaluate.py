@@ -43,6 +43,14 @@ def test_labelled_file_without_labels_is_refused(tiny_adapter, tmp_path, capsys)
     assert "labels other than 0" in capsys.readouterr().err
 
 
+def test_file_with_one_label_is_evaluated_without_roc_auc(tiny_adapter, tmp_path, capsys):
+    path = tmp_path / "positive_only.csv"
+    pd.DataFrame({"text": ["A fine film.", "Great fun."], "label": [1, 1]}).to_csv(path, index=False)
+    assert cli(["--model", str(tiny_adapter), "--data", str(path), "--output-dir", str(tmp_path / "out")]) == 0
+    assert "ROC-AUC undefined (one label only)" in capsys.readouterr().out
+    assert (tmp_path / "out" / "roc_curve.png").exists()
+
+
 def test_metrics_on_known_answers():
     labels = np.array([1, 1, 0, 0])
     probabilities = np.array([[0.1, 0.9], [0.6, 0.4], [0.8, 0.2], [0.3, 0.7]])
