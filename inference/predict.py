@@ -21,13 +21,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script 
 import numpy as np
 import torch
 
-from training.data import DataError, encode_texts, read_table
+from evaluation.metrics import softmax
+from training.data import DataError, encode_texts, encode_windows, read_table
 from training.model import (
     ModelLoadError,
     SentimentConfig,
     describe_device,
     load_classifier,
     pick_device,
+    read_calibration,
     read_metrics,
 )
 
@@ -47,18 +49,88 @@ class Prediction:
     probabilities: dict[str, float]  # every label's probability; they sum to 1
 
 
-class Predictor:
-    """Base model + adapter loaded once; predicts one review or many in length-sorted batches."""
+PRECISIONS = ("auto", "fp32", "int8", "bf16")
+LONG_REVIEW_MODES = ("truncate", "sliding")
 
-    def __init__(self, model, tokenizer, config: SentimentConfig, device: torch.device, model_dir: Path):
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """'auto' means int8 on the CPU and bf16 on a GPU that supports it; fp32 is the exact reference path."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"Unknown precision '{precision}'; choose from {', '.join(PRECISIONS)}.")
+    if precision == "auto":
+        if device.type == "cpu":
+            return "int8"
+        return "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
+    if precision == "int8" and device.type != "cpu":
+        raise ValueError("int8 (dynamic quantization) runs on the CPU only; use --precision bf16 or fp32 on a GPU.")
+    return precision
+
+
+def quantize_int8(model, keep_exact: tuple[str, ...] = ("classifier", "pooler")):
+    """Dynamic int8 quantization of the encoder's Linear layers, per output channel, on the CPU.
+
+    Weights are stored as int8 with one scale per output row; activations are quantized on the fly.
+    The small head stays fp32: it decides the label, costs nothing, and per-tensor int8 there
+    flipped borderline reviews in our measurements.
+    """
+    import warnings
+
+    from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
+
+    spec = {
+        name: per_channel_dynamic_qconfig
+        for name, module in model.named_modules()
+        if isinstance(module, torch.nn.Linear) and not any(part in name for part in keep_exact)
+    }
+    with warnings.catch_warnings():  # torch.ao.quantization announces its move to torchao on every call
+        warnings.simplefilter("ignore")
+        return quantize_dynamic(model, spec, dtype=torch.qint8)
+
+
+class Predictor:
+    """Base model + adapter loaded once; predicts one review or many in length-sorted batches.
+
+    `precision`: how the model runs ("auto": int8 on the CPU, bf16 on a GPU; "fp32": exact).
+    `temperature`: logits are divided by it before the softmax (1.0 = uncalibrated).
+    `long_reviews`: "truncate" keeps the head and tail the adapter was trained with; "sliding" reads
+    the whole review in overlapping windows and averages their logits.
+    """
+
+    def __init__(
+        self,
+        model,
+        tokenizer,
+        config: SentimentConfig,
+        device: torch.device,
+        model_dir: Path,
+        precision: str = "fp32",
+        temperature: float = 1.0,
+        long_reviews: str = "truncate",
+    ):
+        if long_reviews not in LONG_REVIEW_MODES:
+            raise ValueError(f"Unknown long-review mode '{long_reviews}'; choose from {', '.join(LONG_REVIEW_MODES)}.")
         self.model, self.tokenizer, self.config = model, tokenizer, config
         self.device, self.model_dir = device, model_dir
+        self.precision, self.temperature, self.long_reviews = precision, float(temperature), long_reviews
 
     @classmethod
-    def from_pretrained(cls, model_dir: str | Path = DEFAULT_MODEL_DIR, device: str | None = None) -> "Predictor":
+    def from_pretrained(
+        cls,
+        model_dir: str | Path = DEFAULT_MODEL_DIR,
+        device: str | None = None,
+        precision: str = "auto",
+        calibrated: bool = True,
+        long_reviews: str = "truncate",
+    ) -> "Predictor":
         device = pick_device(device)
+        precision = resolve_precision(precision, device)
         model, tokenizer, config = load_classifier(Path(model_dir), device=device, merge=True)
-        return cls(model, tokenizer, config, device, Path(model_dir))
+        if precision == "int8":
+            model = quantize_int8(model)
+        elif precision == "bf16":
+            model = model.to(torch.bfloat16)
+        temperature = read_calibration(Path(model_dir)).get("temperature", 1.0) if calibrated else 1.0
+        return cls(model, tokenizer, config, device, Path(model_dir), precision, temperature, long_reviews)
 
     @property
     def labels(self) -> tuple[str, ...]:
@@ -74,24 +146,49 @@ class Predictor:
             "base_model": self.config.base_model,
             "adapter": str(self.model_dir),
             "device": self.device_name,
+            "precision": self.precision,
+            "temperature": self.temperature,
+            "long_reviews": self.long_reviews,
             "max_length": self.config.max_length,
             "truncation": self.config.truncation,
             "lora": self.config.lora,
             "metrics": read_metrics(self.model_dir),
         }
 
-    def predict_proba(self, texts: list[str], batch_size: int = 32, progress: bool = False) -> np.ndarray:
-        """Class probabilities, shape (len(texts), len(labels)). Raises EmptyTextError for a blank text."""
+    def predict_logits(self, texts: list[str], batch_size: int = 32, progress: bool = False) -> np.ndarray:
+        """Raw logits (before temperature), shape (len(texts), len(labels)). Raises EmptyTextError for a blank text."""
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, not {batch_size}.")
         texts = list(texts)
         for index, text in enumerate(texts):
             if not isinstance(text, str) or not text.strip():
                 raise EmptyTextError(f"Review {index + 1} is empty; give some text to classify.")
-        token_ids = encode_texts(self.tokenizer, texts, self.config.max_length, self.config.truncation)
-        # Longest first, so each batch pads to similar lengths and memory peaks at the start.
-        order = sorted(range(len(texts)), key=lambda i: -len(token_ids[i]))
-        probabilities = np.empty((len(texts), len(self.labels)), dtype=np.float64)
+        if self.long_reviews == "sliding":
+            token_ids, owner = encode_windows(self.tokenizer, texts, self.config.max_length)
+        else:
+            token_ids = encode_texts(self.tokenizer, texts, self.config.max_length, self.config.truncation)
+            owner = list(range(len(texts)))
+        window_logits = self._forward(token_ids, batch_size, progress)
+        # Each review's logits: the mean over its windows (exactly its one row when truncating).
+        logits = np.zeros((len(texts), window_logits.shape[1]))
+        np.add.at(logits, owner, window_logits)
+        return logits / np.bincount(owner, minlength=len(texts))[:, None]
+
+    def predict_proba(self, texts: list[str], batch_size: int = 32, progress: bool = False) -> np.ndarray:
+        """Class probabilities, shape (len(texts), len(labels)), calibrated by the temperature."""
+        return softmax(self.predict_logits(texts, batch_size, progress) / self.temperature)
+
+    def predict(self, texts: list[str], batch_size: int = 32, progress: bool = False) -> list[Prediction]:
+        probabilities = self.predict_proba(texts, batch_size=batch_size, progress=progress)
+        return [self._prediction(row) for row in probabilities]
+
+    def predict_one(self, text: str) -> Prediction:
+        return self.predict([text])[0]
+
+    def _forward(self, token_ids: list[list[int]], batch_size: int, progress: bool) -> np.ndarray:
+        """Logits for already-encoded inputs, run longest first so each batch pads to similar lengths."""
+        order = sorted(range(len(token_ids)), key=lambda i: -len(token_ids[i]))
+        logits = np.empty((len(token_ids), len(self.labels)), dtype=np.float64)
         batches = range(0, len(order), batch_size)
         if progress:
             from tqdm.auto import tqdm
@@ -101,16 +198,9 @@ class Predictor:
             for start in batches:
                 chosen = order[start : start + batch_size]
                 batch = self.tokenizer.pad({"input_ids": [token_ids[i] for i in chosen]}, return_tensors="pt")
-                logits = self.model(**{key: value.to(self.device) for key, value in batch.items()}).logits
-                probabilities[chosen] = torch.softmax(logits.double(), dim=-1).cpu().numpy()
-        return probabilities
-
-    def predict(self, texts: list[str], batch_size: int = 32, progress: bool = False) -> list[Prediction]:
-        probabilities = self.predict_proba(texts, batch_size=batch_size, progress=progress)
-        return [self._prediction(row) for row in probabilities]
-
-    def predict_one(self, text: str) -> Prediction:
-        return self.predict([text])[0]
+                output = self.model(**{key: value.to(self.device) for key, value in batch.items()}).logits
+                logits[chosen] = output.double().cpu().numpy()
+        return logits
 
     def _prediction(self, row: np.ndarray) -> Prediction:
         best = int(row.argmax())
@@ -162,6 +252,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--model", type=Path, default=DEFAULT_MODEL_DIR, help="Adapter folder (default: the shipped trained_model/).")
     parser.add_argument("--batch-size", type=positive_int, default=32, help="Reviews per forward pass.")
     parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: a GPU if there is one).")
+    parser.add_argument("--precision", choices=PRECISIONS, default="auto", help="auto (default): int8 on the CPU, bf16 on a GPU; fp32: the exact, slower path.")
+    parser.add_argument("--long-reviews", choices=LONG_REVIEW_MODES, default="truncate", help="truncate (default): the head and tail the adapter was trained on; sliding: average overlapping windows over the whole review.")
+    parser.add_argument("--no-calibration", action="store_true", help="Report raw softmax probabilities instead of temperature-scaled ones.")
     parser.add_argument("--json", action="store_true", help="Print JSON lines instead of a table.")
     return parser.parse_args(argv)
 
@@ -180,8 +273,11 @@ def main(args: argparse.Namespace) -> list[dict]:
         if not texts or not any(text.strip() for text in texts):
             raise EmptyTextError("No review given: pass text as arguments, on stdin, or with --file.")
         frame = pd.DataFrame({"text": texts})
-    predictor = Predictor.from_pretrained(args.model, device=args.device)
-    print(f"Model: {predictor.config.base_model} + {args.model} on {predictor.device_name}", file=sys.stderr)
+    predictor = Predictor.from_pretrained(
+        args.model, device=args.device, precision=args.precision,
+        calibrated=not args.no_calibration, long_reviews=args.long_reviews,
+    )
+    print(f"Model: {predictor.config.base_model} + {args.model} on {predictor.device_name} ({predictor.precision})", file=sys.stderr)
     rows = predict_table(predictor, texts, args.batch_size, progress=args.file is not None)
     predictions = pd.DataFrame(rows)
     # Columns from an earlier run's output are replaced, so a file can be scored again.

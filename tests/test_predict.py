@@ -147,3 +147,64 @@ def test_missing_and_corrupt_adapters_are_reported(tiny_adapter, tmp_path, capsy
 
     assert cli(["--model", str(corrupt), "Fine film."]) == 2
     assert "corrupt" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- serving options
+
+
+def test_windows_cover_every_token_with_overlap():
+    from training.data import window_token_ids
+
+    ids = list(range(1000))
+    windows = window_token_ids(ids, budget=300, stride=150)
+    assert all(len(window) == 300 for window in windows)
+    assert windows[0][0] == 0 and windows[-1][-1] == 999
+    assert sorted(set().union(*windows)) == ids
+    assert window_token_ids(list(range(10)), budget=300, stride=150) == [list(range(10))]
+
+
+def test_sliding_windows_match_truncation_on_short_reviews_and_read_all_of_long_ones(tiny_adapter):
+    exact = Predictor.from_pretrained(tiny_adapter, device="cpu", precision="fp32")
+    sliding = Predictor.from_pretrained(tiny_adapter, device="cpu", precision="fp32", long_reviews="sliding")
+    short = ["A superb, moving film.", "Dreadful."]
+    assert np.allclose(exact.predict_proba(short), sliding.predict_proba(short), atol=1e-6)
+    # A long review whose verdict sits only in its middle: truncation cannot see it, windows can.
+    long_review = "filler " * 600 + "x " * 3 + "filler " * 600
+    assert not np.allclose(exact.predict_logits([long_review]), sliding.predict_logits([long_review]))
+    probabilities = sliding.predict_proba([long_review, "Fine."])
+    assert np.allclose(probabilities.sum(axis=1), 1.0)
+
+
+def test_int8_is_the_cpu_default_and_fp32_stays_selectable(tiny_adapter):
+    from inference.predict import resolve_precision
+
+    assert resolve_precision("auto", __import__("torch").device("cpu")) == "int8"
+    with pytest.raises(ValueError, match="CPU only"):
+        resolve_precision("int8", __import__("torch").device("cuda"))
+    fast = Predictor.from_pretrained(tiny_adapter, device="cpu")
+    exact = Predictor.from_pretrained(tiny_adapter, device="cpu", precision="fp32")
+    assert fast.precision == "int8" and exact.precision == "fp32"
+    def quantized(model):
+        return any(".quantized." in type(module).__module__ for module in model.modules())
+
+    assert quantized(fast.model) and not quantized(exact.model)
+    texts = ["A superb, moving film.", "Dreadful, dull and far too long."]
+    assert np.abs(fast.predict_proba(texts) - exact.predict_proba(texts)).max() < 0.05
+
+
+def test_temperature_saved_with_the_adapter_scales_the_logits(tiny_adapter, tmp_path):
+    from training.model import write_calibration
+
+    folder = tmp_path / "calibrated"
+    shutil.copytree(tiny_adapter, folder)
+    write_calibration(folder, {"temperature": 2.0})
+    texts = ["A superb, moving film.", "Dreadful."]
+    calibrated = Predictor.from_pretrained(folder, device="cpu", precision="fp32")
+    raw = Predictor.from_pretrained(folder, device="cpu", precision="fp32", calibrated=False)
+    assert calibrated.temperature == 2.0 and raw.temperature == 1.0
+    logits = raw.predict_logits(texts)
+    expected = np.exp(logits / 2) / np.exp(logits / 2).sum(axis=1, keepdims=True)
+    assert np.allclose(calibrated.predict_proba(texts), expected)
+    (folder / "calibration.json").write_text("{not json")
+    with pytest.raises(ModelLoadError, match="calibration.json is corrupt"):
+        Predictor.from_pretrained(folder, device="cpu")

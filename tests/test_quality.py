@@ -66,6 +66,7 @@ def test_shipped_adapter_loads_with_plain_peft_and_matches_the_predictor():
     texts = ["A wonderful, moving film.", "Awful, boring and far too long."]
     with torch.no_grad():
         plain = model(**tokenizer(texts, padding=True, return_tensors="pt")).logits.softmax(-1).numpy()
-    ours = Predictor.from_pretrained(SHIPPED_MODEL_DIR, device="cpu").predict_proba(texts)
+    exact = Predictor.from_pretrained(SHIPPED_MODEL_DIR, device="cpu", precision="fp32", calibrated=False)
+    ours = exact.predict_proba(texts)
     assert abs(plain - ours).max() < 1e-4
     assert plain[0].argmax() == 1 and plain[1].argmax() == 0

@@ -20,6 +20,8 @@ TEXT_SUFFIXES = (".txt",)
 # A token is rarely longer than 20 characters, so this many characters per token of budget from each
 # end keep every token truncation can select, while a 1 MB review costs no more than a long one.
 CHARS_PER_TOKEN_BOUND = 20
+# Sliding-window scoring reads at most this many windows of a review (about 4,000 tokens at 512).
+MAX_WINDOWS = 16
 
 
 class DataError(ValueError):
@@ -210,3 +212,35 @@ def encode_texts(tokenizer, texts: list[str], max_length: int, strategy: str) ->
     # verbose=False: texts longer than the model are expected here; truncation happens below.
     encoded = tokenizer(clipped, add_special_tokens=False, truncation=False, verbose=False)["input_ids"]
     return [prefix + truncate_token_ids(ids, budget, strategy) + suffix for ids in encoded]
+
+
+def window_token_ids(token_ids: list[int], budget: int, stride: int) -> list[list[int]]:
+    """Overlapping windows of at most `budget` tokens, `stride` apart, that together cover every token."""
+    if not 0 < stride <= budget:
+        raise ValueError(f"stride must be between 1 and the window size {budget}, not {stride}.")
+    starts = list(range(0, max(len(token_ids) - budget, 0) + 1, stride))
+    if starts[-1] + budget < len(token_ids):  # the last stride fell short of the end: one more window, flush right
+        starts.append(len(token_ids) - budget)
+    return [list(token_ids[start : start + budget]) for start in starts]
+
+
+def encode_windows(
+    tokenizer, texts: list[str], max_length: int, max_windows: int = MAX_WINDOWS
+) -> tuple[list[list[int]], list[int]]:
+    """Every text as overlapping windows of `max_length` tokens (special tokens included), half a window apart.
+
+    Returns (windows, owner): owner[k] is the index of the text window k came from. A text needing
+    more than `max_windows` windows keeps the beginning and end of it, like head+tail truncation.
+    """
+    prefix, suffix = special_token_frame(tokenizer)
+    budget = max_length - len(prefix) - len(suffix)
+    stride = max(budget // 2, 1)
+    longest = budget + stride * (max_windows - 1)
+    clipped = [clip_characters(text, longest) for text in texts]
+    encoded = tokenizer(clipped, add_special_tokens=False, truncation=False, verbose=False)["input_ids"]
+    windows, owner = [], []
+    for index, ids in enumerate(encoded):
+        for window in window_token_ids(truncate_token_ids(ids, longest, "head_tail"), budget, stride):
+            windows.append(prefix + window + suffix)
+            owner.append(index)
+    return windows, owner

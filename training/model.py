@@ -30,6 +30,8 @@ PACKAGED_BASES = {"minilm": "sentence-transformers/all-MiniLM-L6-v2"}
 
 SENTIMENT_CONFIG_FILE = "sentiment_config.json"
 METRICS_FILE = "metrics.json"
+# Temperature scaling fitted on the validation split (Guo et al., 2017): probabilities = softmax(logits / T).
+CALIBRATION_FILE = "calibration.json"
 ADAPTER_WEIGHTS_FILE = "adapter_model.safetensors"
 ADAPTER_CONFIG_FILE = "adapter_config.json"
 
@@ -271,6 +273,25 @@ def read_metrics(folder: Path) -> dict:
     """The metrics recorded with an adapter ({} when there are none)."""
     path = Path(folder) / METRICS_FILE
     return json.loads(path.read_text()) if path.exists() else {}
+
+
+def read_calibration(folder: Path) -> dict:
+    """The temperature-scaling record saved with an adapter ({} when there is none: T = 1)."""
+    path = Path(folder) / CALIBRATION_FILE
+    if not path.exists():
+        return {}
+    try:
+        calibration = json.loads(path.read_text())
+        temperature = float(calibration["temperature"])
+    except (ValueError, KeyError, TypeError) as error:
+        raise ModelLoadError(f"{path} is corrupt ({error}). Delete it to serve uncalibrated, or refit it.") from error
+    if not 0.05 <= temperature <= 20:
+        raise ModelLoadError(f"{path} holds an implausible temperature {temperature}. Delete it or refit it.")
+    return calibration
+
+
+def write_calibration(folder: Path, calibration: dict) -> None:
+    (Path(folder) / CALIBRATION_FILE).write_text(json.dumps(calibration, indent=2) + "\n")
 
 
 def check_adapter_folder(folder: Path) -> None:
