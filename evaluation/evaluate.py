@@ -5,8 +5,10 @@
 
 Writes a JSON report (accuracy, precision, recall, F1, ROC-AUC, log loss, expected calibration error,
 confusion matrix) and PNG plots (confusion matrix, ROC curve, reliability diagram) under
-results/evaluation/. `--record` also stores the test metrics in the adapter's metrics.json, which the
-app shows.
+results/evaluation/. The metrics are those of the served probabilities, temperature-scaled by the
+adapter's calibration.json; calibration error and log loss are also reported before scaling (T = 1),
+and the reliability diagram shows both. `--record` also stores the test metrics in the adapter's
+metrics.json, which the app shows.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script 
 
 import numpy as np
 
-from evaluation.metrics import classification_metrics, reliability_bins
+from evaluation.metrics import classification_metrics, reliability_bins, softmax
 from inference.predict import DEFAULT_MODEL_DIR, Predictor, positive_int
 from training.data import DataError, load_split, stratified_subset
 from training.model import METRICS_FILE, ModelLoadError, read_metrics
@@ -57,9 +59,10 @@ def main(args: argparse.Namespace) -> dict:
     predictor = Predictor.from_pretrained(args.model, device=args.device)
 
     started = time.perf_counter()
-    probabilities = predictor.predict_proba(frame["text"].tolist(), batch_size=args.batch_size, progress=True)
+    logits = predictor.predict_logits(frame["text"].tolist(), batch_size=args.batch_size, progress=True)
     seconds = time.perf_counter() - started
     labels = frame["label"].to_numpy()
+    probabilities = softmax(logits / predictor.temperature)  # what the Predictor serves
     metrics = classification_metrics(labels, probabilities)
 
     report = {
@@ -70,9 +73,10 @@ def main(args: argparse.Namespace) -> dict:
         "speed": {"seconds": round(seconds, 2), "reviews_per_second": round(len(frame) / seconds, 1),
                   "batch_size": args.batch_size, "device": predictor.device_name},
         "reliability_bins": reliability_bins(probabilities.max(axis=1), probabilities.argmax(axis=1) == labels),
+        "calibration": calibration_before_after(labels, logits, predictor.temperature),
     }
     args.output_dir.mkdir(parents=True, exist_ok=True)
-    report["plots"] = write_plots(labels, probabilities, metrics, report["reliability_bins"], predictor.labels, args.output_dir)
+    report["plots"] = write_plots(labels, probabilities, metrics, report["calibration"], predictor.labels, args.output_dir)
     (args.output_dir / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     if args.record:
         record_test_metrics(args.model, metrics, report["data"])
@@ -86,7 +90,25 @@ def record_test_metrics(model_dir: Path, metrics: dict, data: dict) -> None:
     (Path(model_dir) / METRICS_FILE).write_text(json.dumps(recorded, indent=2) + "\n")
 
 
-def write_plots(labels, probabilities, metrics, bins, label_names, folder: Path) -> dict:
+def calibration_before_after(labels, logits, temperature: float) -> dict:
+    """Calibration error, log loss and reliability bins of the raw (T = 1) and the served probabilities.
+
+    Both come from the same logits; one scalar temperature leaves every predicted label, hence accuracy,
+    F1 and ROC-AUC, unchanged.
+    """
+    result = {"temperature": temperature}
+    for name, scaled_by in (("uncalibrated", 1.0), ("calibrated", temperature)):
+        probabilities = softmax(logits / scaled_by)
+        metrics = classification_metrics(labels, probabilities)
+        result[name] = {
+            "temperature": scaled_by,
+            **{key: metrics[key] for key in ("expected_calibration_error", "log_loss", "accuracy")},
+            "reliability_bins": reliability_bins(probabilities.max(axis=1), probabilities.argmax(axis=1) == labels),
+        }
+    return result
+
+
+def write_plots(labels, probabilities, metrics, calibration, label_names, folder: Path) -> dict:
     """Confusion matrix, ROC curve and reliability diagram as PNG files; returns their paths."""
     import matplotlib
 
@@ -119,14 +141,19 @@ def write_plots(labels, probabilities, metrics, bins, label_names, folder: Path)
     figure.savefig(paths["roc_curve"], dpi=120)
     plt.close(figure)
 
-    figure, axis = plt.subplots(figsize=(4.5, 4))
-    filled = [b for b in bins if b["count"]]
-    axis.bar([(b["lower"] + b["upper"]) / 2 for b in filled], [b["accuracy"] for b in filled],
-             width=[b["upper"] - b["lower"] for b in filled], edgecolor="black", alpha=0.7, label="accuracy in bin")
-    axis.plot([0, 1], [0, 1], linestyle="--", color="grey", label="perfect calibration")
-    axis.set(xlim=(0.45, 1.0), ylim=(0, 1), xlabel="confidence", ylabel="accuracy",
-             title=f"Reliability (ECE {metrics['expected_calibration_error']:.4f})")
-    axis.legend(loc="upper left")
+    # Before and after temperature scaling: two panels with the same axes.
+    figure, axes = plt.subplots(1, 2, figsize=(9, 4), sharey=True)
+    for axis, (name, side) in zip(axes, (("uncalibrated", calibration["uncalibrated"]), ("calibrated", calibration["calibrated"]))):
+        filled = [b for b in side["reliability_bins"] if b["count"]]
+        axis.bar([(b["lower"] + b["upper"]) / 2 for b in filled], [b["accuracy"] for b in filled],
+                 width=[b["upper"] - b["lower"] for b in filled], edgecolor="black", alpha=0.7, label="accuracy in bin")
+        axis.plot([b["confidence"] for b in filled], [b["accuracy"] for b in filled], marker="o", color="black",
+                  label="accuracy vs mean confidence")
+        axis.plot([0, 1], [0, 1], linestyle="--", color="grey", label="perfect calibration")
+        axis.set(xlim=(0.45, 1.0), ylim=(0, 1), xlabel="confidence",
+                 title=f"{name} (T = {side['temperature']:.3f}): ECE {side['expected_calibration_error']:.4f}")
+        axis.legend(loc="upper left", fontsize=8)
+    axes[0].set_ylabel("accuracy")
     figure.tight_layout()
     figure.savefig(paths["reliability_diagram"], dpi=120)
     plt.close(figure)
@@ -139,13 +166,15 @@ def cli(argv: list[str] | None = None) -> int:
     except (DataError, ModelLoadError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    metrics = report["metrics"]
+    metrics, calibration = report["metrics"], report["calibration"]
     # ROC-AUC is undefined (None) when the data holds one label only.
     roc_auc = "undefined (one label only)" if metrics["roc_auc"] is None else f"{metrics['roc_auc']:.4f}"
     print(
         f"{report['data']['num_examples']} reviews: accuracy {metrics['accuracy']:.4f}, precision {metrics['precision']:.4f}, "
         f"recall {metrics['recall']:.4f}, F1 {metrics['f1']:.4f}, ROC-AUC {roc_auc}, "
-        f"ECE {metrics['expected_calibration_error']:.4f} ({report['speed']['reviews_per_second']} reviews/s on "
+        f"ECE {calibration['uncalibrated']['expected_calibration_error']:.4f} -> {metrics['expected_calibration_error']:.4f} "
+        f"and log loss {calibration['uncalibrated']['log_loss']:.4f} -> {metrics['log_loss']:.4f} with temperature "
+        f"{calibration['temperature']:.3f} ({report['speed']['reviews_per_second']} reviews/s on "
         f"{report['speed']['device']}). Report: {Path(report['plots']['confusion_matrix']).parent / 'report.json'}"
     )
     return 0

@@ -1,12 +1,16 @@
-"""Classification metrics as pure functions of labels and predicted probabilities.
+"""Classification metrics and temperature scaling as pure functions of labels, logits and probabilities.
 
 Training (validation during model selection) and evaluation (the reported figures) both call
-`classification_metrics`, so a validation accuracy and a test accuracy mean the same thing.
+`classification_metrics`, so a validation accuracy and a test accuracy mean the same thing. Training
+and evaluation/calibrate.py both fit the temperature with `calibration_record`.
 """
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
+from scipy.optimize import minimize_scalar
 from sklearn.metrics import (
     accuracy_score,
     confusion_matrix,
@@ -18,6 +22,8 @@ from sklearn.metrics import (
 )
 
 CALIBRATION_BINS = 15
+# The temperatures fit_temperature searches; training.model.read_calibration accepts the same range.
+TEMPERATURE_BOUNDS = (0.05, 20.0)
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -84,4 +90,50 @@ def classification_metrics(labels: np.ndarray, probabilities: np.ndarray) -> dic
         # Rows are true labels, columns predictions: [[TN, FP], [FN, TP]].
         "confusion_matrix": confusion_matrix(labels, predictions, labels=[0, 1]).tolist(),
         "num_examples": int(len(labels)),
+    }
+
+
+# ----------------------------------------------------------------------------- temperature scaling
+
+
+def temperature_nll(logits: np.ndarray, labels: np.ndarray, temperature: float) -> float:
+    """Mean negative log-likelihood of the true labels under softmax(logits / temperature)."""
+    scaled = np.asarray(logits, dtype=np.float64) / temperature
+    top = scaled.max(axis=1, keepdims=True)
+    log_normaliser = (top + np.log(np.exp(scaled - top).sum(axis=1, keepdims=True)))[:, 0]
+    return float(np.mean(log_normaliser - scaled[np.arange(len(scaled)), np.asarray(labels).astype(int)]))
+
+
+def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
+    """The T > 0 that minimises the NLL of softmax(logits / T) on held-out data (Guo et al., 2017).
+
+    One scalar, so the predicted label never changes, only how sure the model says it is. The NLL
+    is convex in 1/T, hence unimodal in log T: a bounded Brent search over log T finds the optimum.
+    logits: (n, classes); labels: (n,) class indices.
+    """
+    logits = np.asarray(logits, dtype=np.float64)
+    if logits.ndim != 2 or len(logits) == 0 or len(logits) != len(labels):
+        raise ValueError("fit_temperature needs logits of shape (n, classes) with n > 0 and one label per row.")
+    lower, upper = (math.log(bound) for bound in TEMPERATURE_BOUNDS)
+    result = minimize_scalar(lambda log_t: temperature_nll(logits, labels, math.exp(log_t)),
+                             bounds=(lower, upper), method="bounded", options={"xatol": 1e-6})
+    return float(math.exp(result.x))
+
+
+def calibration_record(logits: np.ndarray, labels: np.ndarray, split: str = "validation split") -> dict:
+    """Fit the temperature and describe the fit: what calibration.json holds beside an adapter."""
+    labels = np.asarray(labels).astype(int)
+    temperature = fit_temperature(logits, labels)
+
+    def ece(probabilities):
+        return expected_calibration_error(probabilities.max(axis=1), probabilities.argmax(axis=1) == labels)
+
+    return {
+        "temperature": temperature,
+        "method": "temperature scaling (Guo et al., 2017)",
+        "fitted_on": f"{split}, n={len(labels)}",
+        "nll_before": temperature_nll(logits, labels, 1.0),
+        "nll_after": temperature_nll(logits, labels, temperature),
+        "ece_before": ece(softmax(logits)),
+        "ece_after": ece(softmax(np.asarray(logits, dtype=np.float64) / temperature)),
     }

@@ -33,6 +33,28 @@ def test_report_plots_and_recorded_metrics(tiny_adapter, small_imdb, tmp_path, t
     assert recorded["test"]["accuracy"] == metrics["accuracy"] and "validation" in recorded
 
 
+def test_calibration_is_reported_before_and_after_with_the_same_labels(tiny_adapter, small_imdb, tmp_path, capsys):
+    import shutil
+
+    from training.model import write_calibration
+
+    adapter = tmp_path / "adapter"
+    shutil.copytree(tiny_adapter, adapter)
+    write_calibration(adapter, {"temperature": 0.5})  # sharpens the tiny model's timid probabilities
+    out = tmp_path / "evaluation"
+    assert cli(["--model", str(adapter), "--data", str(small_imdb), "--limit", "60", "--output-dir", str(out)]) == 0
+    assert "with temperature 0.500" in capsys.readouterr().out
+    report = json.loads((out / "report.json").read_text())
+    before, after = report["calibration"]["uncalibrated"], report["calibration"]["calibrated"]
+    assert (before["temperature"], after["temperature"], report["model"]["temperature"]) == (1.0, 0.5, 0.5)
+    # One scalar temperature never changes a predicted label: accuracy is the same on both sides.
+    assert before["accuracy"] == after["accuracy"] == report["metrics"]["accuracy"]
+    assert after["expected_calibration_error"] == report["metrics"]["expected_calibration_error"]
+    assert before["log_loss"] != after["log_loss"]
+    assert after["reliability_bins"] == report["reliability_bins"]
+    assert sum(b["count"] for b in before["reliability_bins"]) == 60
+
+
 def test_labelled_file_without_labels_is_refused(tiny_adapter, tmp_path, capsys):
     path = tmp_path / "unlabelled.csv"
     pd.DataFrame({"text": ["Good.", "Bad."]}).to_csv(path, index=False)

@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script 
 import numpy as np
 import torch
 
-from evaluation.metrics import classification_metrics, softmax
+from evaluation.metrics import calibration_record, classification_metrics, softmax
 from training import data
 from training.model import (
     DEFAULT_BASE_MODEL,
@@ -38,6 +38,7 @@ from training.model import (
     load_tokenizer,
     portable_base_id,
     save_adapter,
+    write_calibration,
 )
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -266,10 +267,15 @@ def main(config: TrainConfig) -> dict:
         compute_metrics=compute_metrics,
     )
     train_output = trainer.train(resume_from_checkpoint=resume)
-    validation = {key.removeprefix("eval_"): value for key, value in trainer.evaluate().items()}
+    # One pass over validation with the best checkpoint gives both its metrics and the logits that
+    # fit the temperature (logged like trainer.evaluate() would, so TensorBoard shows it too).
+    best = trainer.predict(validation_set, metric_key_prefix="eval")
+    trainer.log(best.metrics)
+    validation = {key.removeprefix("eval_"): value for key, value in best.metrics.items()}
 
     summary = {
         "validation": validation,
+        "calibration": calibration_record(best.predictions, best.label_ids),
         "train_runtime_s": round(time.time() - started, 1),
         "train_samples_per_second": train_output.metrics.get("train_samples_per_second"),
         "num_train_examples": len(train_set),
@@ -325,12 +331,17 @@ def write_outputs(model, tokenizer, config: TrainConfig, summary: dict) -> None:
         lora=dataclasses.asdict(config.lora_settings()),
         training={**dataclasses.asdict(config), "command": " ".join(sys.argv)},
     )
-    metrics = {"validation": summary["validation"], "training": {k: v for k, v in summary.items() if k != "validation"}}
+    metrics = {
+        "validation": summary["validation"],
+        "calibration": summary["calibration"],
+        "training": {k: v for k, v in summary.items() if k not in ("validation", "calibration")},
+    }
     output = Path(config.output_dir).resolve()
     output.parent.mkdir(parents=True, exist_ok=True)
     staged = Path(tempfile.mkdtemp(prefix=f".{output.name}.new-", dir=output.parent))
     try:
         save_adapter(model, tokenizer, staged, sentiment_config, metrics)
+        write_calibration(staged, summary["calibration"])  # staged with the adapter: published together
         publish_adapter(staged, output)
     finally:
         shutil.rmtree(staged, ignore_errors=True)
@@ -364,6 +375,9 @@ def cli(argv: list[str] | None = None) -> int:
         f"Validation accuracy {validation['accuracy']:.4f}, F1 {validation['f1']:.4f} "
         f"on {summary['num_validation_examples']} reviews; adapter written to {summary['output_dir']}"
     )
+    calibration = summary["calibration"]
+    print(f"Temperature {calibration['temperature']:.3f}: validation ECE {calibration['ece_before']:.4f} -> "
+          f"{calibration['ece_after']:.4f}, NLL {calibration['nll_before']:.4f} -> {calibration['nll_after']:.4f}")
     return 0
 
 

@@ -1,0 +1,106 @@
+"""Fit temperature scaling for an existing adapter, on the validation split it was selected on.
+
+    python evaluation/calibrate.py --model trained_model --data ../shared/data/imdb
+
+Adapters trained by training/train.py get calibration.json at the end of training; this script gives
+one to an adapter trained before that existed. The validation split is rebuilt exactly as training
+carved it (the data, validation fraction, seed and limits recorded in the adapter's
+sentiment_config.json), scored through the Predictor in exact fp32 with the truncation the adapter was
+trained with, and the fitted temperature is written to the adapter's calibration.json. The test split
+is never read.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
+
+from evaluation.metrics import calibration_record
+from inference.predict import DEFAULT_MODEL_DIR, Predictor, positive_int
+from training.data import DataError
+from training.model import (
+    CALIBRATION_FILE,
+    ModelLoadError,
+    SentimentConfig,
+    check_adapter_folder,
+    read_metrics,
+    write_calibration,
+)
+from training.train import TrainConfig, load_data
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", type=Path, default=DEFAULT_MODEL_DIR, help="Adapter folder to calibrate (default: trained_model/).")
+    parser.add_argument("--data", default=None,
+                        help="The training data the adapter was trained on, if it has moved since (default: the path "
+                             "recorded in its sentiment_config.json). Offline: --data ../shared/data/imdb")
+    parser.add_argument("--batch-size", type=positive_int, default=64, help="Reviews per forward pass.")
+    parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: a GPU if there is one).")
+    return parser.parse_args(argv)
+
+
+def main(args: argparse.Namespace) -> dict:
+    """Fit and write the temperature; returns the record written to MODEL/calibration.json."""
+    check_adapter_folder(args.model)
+    train_config = recorded_train_config(args.model, args.data)
+    _, validation = load_data(train_config)
+    expected = read_metrics(args.model).get("validation", {}).get("num_examples")
+    if expected is not None and expected != len(validation):
+        raise DataError(
+            f"{train_config.data} gives a validation split of {len(validation)} reviews, but the adapter was "
+            f"selected on {expected}: this is not the data it was trained on. Pass that data with --data."
+        )
+
+    predictor = Predictor.from_pretrained(args.model, device=args.device, precision="fp32", calibrated=False,
+                                          long_reviews="truncate")
+    started = time.perf_counter()
+    logits = predictor.predict_logits(validation["text"].tolist(), batch_size=args.batch_size, progress=True)
+    seconds = time.perf_counter() - started
+    labels = validation["label"].to_numpy()
+
+    record = calibration_record(logits, labels)
+    record["split"] = {"data": str(train_config.data), "validation_fraction": train_config.validation_fraction,
+                       "seed": train_config.seed, "validation_limit": train_config.validation_limit,
+                       "accuracy": float((logits.argmax(axis=1) == labels).mean())}
+    record["logits"] = f"fp32 on {predictor.device_name}, {predictor.config.truncation} truncation to {predictor.config.max_length} tokens"
+    write_calibration(args.model, record)
+    return {**record, "seconds": round(seconds, 1)}
+
+
+def recorded_train_config(model_dir: Path, data: str | None) -> TrainConfig:
+    """The training settings recorded with an adapter (only `data` may be overridden): they define its split."""
+    recorded = SentimentConfig.load(model_dir).training
+    missing = [key for key in ("data", "validation_fraction", "seed") if key not in recorded]
+    if missing:
+        raise ModelLoadError(
+            f"{model_dir}'s sentiment_config.json has no training record of {', '.join(missing)}, so the validation "
+            f"split it was selected on cannot be rebuilt. Retrain it with training/train.py, which calibrates it."
+        )
+    known = {field.name for field in dataclasses.fields(TrainConfig)}
+    settings = {key: value for key, value in recorded.items() if key in known}
+    return TrainConfig(**{**settings, "data": data if data is not None else recorded["data"]})
+
+
+def cli(argv: list[str] | None = None) -> int:
+    try:
+        args = parse_args(argv)
+        record = main(args)
+    except (DataError, ModelLoadError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(
+        f"Temperature {record['temperature']:.4f} fitted on the {record['fitted_on']} (accuracy {record['split']['accuracy']:.4f}; "
+        f"scored in {record['seconds']} s): ECE {record['ece_before']:.4f} -> {record['ece_after']:.4f}, "
+        f"NLL {record['nll_before']:.4f} -> {record['nll_after']:.4f}. Written to {args.model / CALIBRATION_FILE}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli())
