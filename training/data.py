@@ -31,11 +31,12 @@ class DataError(ValueError):
 # ----------------------------------------------------------------------------- reading files
 
 
-def read_table(path: str | Path, text_column: str = "text") -> pd.DataFrame:
+def read_table(path: str | Path, text_column: str | None = "text") -> pd.DataFrame:
     """Read reviews from .txt (one a line), .csv, .jsonl/.json or .parquet; keep the row order.
 
     Only the text column is required. Rows are never dropped here: empty texts stay, so callers can
-    report them next to the predictions for the other rows.
+    report them next to the predictions for the other rows. `text_column=None` requires no column and
+    converts none (a .txt file's lines go to "text"): for a caller that lets the user pick the column.
     """
     path = Path(path)
     if not path.exists():
@@ -53,9 +54,10 @@ def read_table(path: str | Path, text_column: str = "text") -> pd.DataFrame:
     try:
         if suffix == ".txt":
             lines = path.read_text(encoding="utf-8").splitlines()
-            frame = pd.DataFrame({text_column: lines})
+            frame = pd.DataFrame({text_column or "text": lines})
         elif suffix == ".csv":
-            frame = pd.read_csv(path, encoding="utf-8", dtype={text_column: str}, keep_default_na=False)
+            dtype = {text_column: str} if text_column else None
+            frame = pd.read_csv(path, encoding="utf-8", dtype=dtype, keep_default_na=False)
         elif suffix in (".jsonl", ".json"):
             frame = pd.read_json(path, lines=suffix == ".jsonl", encoding="utf-8")
         else:
@@ -67,6 +69,8 @@ def read_table(path: str | Path, text_column: str = "text") -> pd.DataFrame:
         ) from error
     except (ValueError, OSError, pd.errors.ParserError) as error:
         raise DataError(f"{path} could not be read as {suffix[1:]}: {error}") from error
+    if text_column is None:
+        return frame.reset_index(drop=True)
     if text_column not in frame.columns:
         columns = ", ".join(map(str, frame.columns)) or "(none)"
         raise DataError(
