@@ -261,10 +261,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(args: argparse.Namespace) -> list[dict]:
     """Run the CLI; returns the result rows (also printed or written)."""
+    import functools
+
     import pandas as pd
+
+    from inference import distributed
 
     if args.output is not None and args.output.suffix.lower() not in OUTPUT_SUFFIXES:
         raise DataError(f"--output must end in {' or '.join(OUTPUT_SUFFIXES)}, not '{args.output.suffix}'.")
+    launch = distributed.current_launch()  # None unless started by `accelerate launch` with several processes
+    if launch is not None and (args.file is None or args.output is None):
+        raise DataError("Under accelerate launch each process scores a share of a file: give --file and --output.")
     if args.file is not None:
         frame = read_table(args.file, text_column=args.text_column)
         texts = frame[args.text_column].tolist()
@@ -274,11 +281,17 @@ def main(args: argparse.Namespace) -> list[dict]:
             raise EmptyTextError("No review given: pass text as arguments, on stdin, or with --file.")
         frame = pd.DataFrame({"text": texts})
     predictor = Predictor.from_pretrained(
-        args.model, device=args.device, precision=args.precision,
+        args.model, device=args.device or (str(launch.device) if launch else None), precision=args.precision,
         calibrated=not args.no_calibration, long_reviews=args.long_reviews,
     )
     print(f"Model: {predictor.config.base_model} + {args.model} on {predictor.device_name} ({predictor.precision})", file=sys.stderr)
-    rows = predict_table(predictor, texts, args.batch_size, progress=args.file is not None)
+    if launch is None:
+        rows = predict_table(predictor, texts, args.batch_size, progress=args.file is not None)
+    else:
+        score = functools.partial(predict_table, predictor, batch_size=args.batch_size, progress=launch.is_main)
+        rows = distributed.score_in_shares(launch, texts, score, args.output)
+        if rows is None:  # not the main process: its share reaches --output through the main process
+            return []
     predictions = pd.DataFrame(rows)
     # Columns from an earlier run's output are replaced, so a file can be scored again.
     kept = frame.drop(columns=[column for column in predictions.columns if column in frame.columns])
