@@ -166,8 +166,8 @@ def highlight_html(text: str, words) -> str:
             continue  # never emit a character twice or past the end
         parts.append(escape_text(text[cursor : word.start]))
         parts.append(
-            f'<span style="background-color: {word_colour(word.score, strongest)}; border-radius: 0.25rem; '
-            f'padding: 0 0.1rem" title="{word.score:+.3f}">{escape_text(text[word.start : word.end])}</span>'
+            f'<span style="background-color: {word_colour(word.score, strongest)}; border-radius: 0.2rem" '
+            f'title="{word.score:+.3f}">{escape_text(text[word.start : word.end])}</span>'
         )
         cursor = word.end
     parts.append(escape_text(text[cursor:]))
@@ -307,6 +307,7 @@ def confidence_histogram(confidences, bin_width: float = 0.05) -> pd.DataFrame:
         {
             "confidence": [f"{low:.0%}–{high:.0%}" for low, high in zip(edges[:-1], edges[1:])],
             "low": edges[:-1],
+            "high": edges[1:],
             "reviews": counts,
         }
     )
@@ -419,8 +420,10 @@ def explain_ui(predictor: Predictor, text: str) -> None:
     """On request, the review with its words coloured by how they pushed the prediction (seconds on a CPU)."""
     stored = st.session_state.get(EXPLANATION_KEY)
     if stored is None or stored[0] != text:  # none yet, or one for an earlier review
-        if not st.button("Why? Explain this prediction", icon=":material/lightbulb:", key="explain"):
+        slot = st.empty()
+        if not slot.button("Why? Explain this prediction", icon=":material/lightbulb:", key="explain"):
             return
+        slot.empty()  # the button goes once its explanation is on its way
         with st.spinner("Weighing each word (Integrated Gradients; a few seconds on a CPU)…"):
             started = time.perf_counter()
             explanation = predictor.explain(text)
@@ -512,12 +515,12 @@ def batch_results_ui(stored: dict, labels: tuple[str, ...], threshold: float) ->
     shares, histogram = st.columns(2)
     shares.markdown("**Verdicts**")
     shares.altair_chart(
-        alt.Chart(counts).mark_bar().encode(
-            x=alt.X("verdict:N", sort=None, title=None),
+        alt.Chart(shown).mark_bar().encode(
+            x=alt.X("verdict:N", sort=None, title=None, axis=alt.Axis(labelAngle=0)),
             y=alt.Y("share:Q", axis=alt.Axis(format="%"), title="share of rows"),
             color=alt.Color("verdict:N", scale=colours, legend=None),
             tooltip=["verdict", "reviews", alt.Tooltip("share:Q", format=".1%")],
-        ),
+        ).properties(height=240),
         width="stretch",
     )
     bins = confidence_histogram(results["confidence"])
@@ -525,7 +528,8 @@ def batch_results_ui(stored: dict, labels: tuple[str, ...], threshold: float) ->
     histogram.markdown("**Confidence**")
     histogram.altair_chart(
         alt.Chart(bins).mark_bar().encode(
-            x=alt.X("confidence:N", sort=None, title=None),
+            x=alt.X("low:Q", bin=alt.Bin(binned=True, step=0.05), axis=alt.Axis(format="%", labelAngle=0), title=None),
+            x2="high:Q",
             y=alt.Y("reviews:Q", title="reviews"),
             color=alt.Color(
                 "side:N",
@@ -533,10 +537,20 @@ def batch_results_ui(stored: dict, labels: tuple[str, ...], threshold: float) ->
                 legend=alt.Legend(orient="bottom", title=None),
             ),
             tooltip=["confidence", "reviews"],
-        ),
+        ).properties(height=240),
         width="stretch",
     )
-    st.dataframe(results, hide_index=True, width="stretch")
+    predicted = [column for column in ("verdict", "predicted_label", "confidence") if column in results.columns]
+    st.dataframe(
+        results,
+        hide_index=True,
+        width="stretch",
+        column_order=[*predicted, *(column for column in results.columns if column not in predicted)],
+        column_config={
+            "confidence": st.column_config.ProgressColumn("confidence", format="percent", min_value=0.0, max_value=1.0),
+            stored["column"]: st.column_config.TextColumn(width="large"),
+        },
+    )
     st.download_button(
         "Download the results (CSV)",
         data=results.to_csv(index=False).encode("utf-8"),
@@ -576,7 +590,7 @@ def batch_ui(predictor: Predictor, threshold: float) -> None:
             predictor, texts, on_progress=lambda done, total: bar.progress(done / total, text=f"Scored {done:,} of {total:,} reviews")
         )
         st.session_state[BATCH_KEY] = {
-            "key": key, "name": name, "frame": frame, "rows": rows,
+            "key": key, "name": name, "column": column, "frame": frame, "rows": rows,
             "elapsed_s": time.perf_counter() - started, "device": predictor.device_name,
         }
     stored = st.session_state.get(BATCH_KEY)
