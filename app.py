@@ -53,6 +53,7 @@ SCORE_CHUNK = 64  # reviews per progress-bar step: about 5 s on a 2-core CPU
 BATCH_SIZE = 32
 CLI_HINT = "python inference/predict.py --file reviews.csv --output predictions.csv"
 BATCH_KEY = "batch_result"
+UPLOAD_KEY = "upload_frame"
 EXPLANATION_KEY = "explanation"
 
 # Explanation colours: word backgrounds at most this opaque, so the text stays readable on them.
@@ -426,7 +427,11 @@ def explain_ui(predictor: Predictor, text: str) -> None:
         slot.empty()  # the button goes once its explanation is on its way
         with st.spinner("Weighing each word (Integrated Gradients; a few seconds on a CPU)…"):
             started = time.perf_counter()
-            explanation = predictor.explain(text)
+            try:
+                explanation = predictor.explain(text)
+            except ImportError as error:  # captum missing: an install problem, not a crash
+                st.error(f"Explanations need the `{error.name or 'captum'}` package: `pip install -r requirements.txt`.")
+                return
             stored = (text, explanation, time.perf_counter() - started)
         st.session_state[EXPLANATION_KEY] = stored
     _, explanation, elapsed_s = stored
@@ -562,15 +567,26 @@ def batch_results_ui(stored: dict, labels: tuple[str, ...], threshold: float) ->
     )
 
 
+def parsed_upload(name: str, data: bytes, upload_id: str) -> pd.DataFrame:
+    """read_upload's frame, parsed once per uploaded file and session rather than on every rerun."""
+    cached = st.session_state.get(UPLOAD_KEY)
+    if cached is None or cached[0] != upload_id:
+        cached = (upload_id, read_upload(name, data))
+        st.session_state[UPLOAD_KEY] = cached
+    return cached[1]
+
+
 def batch_ui(predictor: Predictor, threshold: float) -> None:
     """Upload a file, pick its text column, score it with a progress bar, see and download the results."""
     upload = upload_ui()
     if upload is None:
+        for key in (UPLOAD_KEY, BATCH_KEY):  # a removed file's rows do not stay in the session
+            st.session_state.pop(key, None)
         st.caption(f"Results come back as a table, charts and a CSV. For bigger files: `{CLI_HINT}`")
         return
     name, data, upload_id = upload
     try:
-        frame = read_upload(name, data)
+        frame = parsed_upload(name, data, upload_id)
     except DataError as error:
         st.error(str(error))
         return

@@ -369,6 +369,9 @@ def test_uploaded_csv_is_scored_into_a_table_summary_and_download(imdb_dir, monk
     assert (app.dataframe[0].value.drop(index=3)["verdict"] == UNCERTAIN).sum() >= (filled["verdict"] == UNCERTAIN).sum()
     assert not app.get("progress") or all("Scored" not in bar.text for bar in app.get("progress"))
 
+    app.file_uploader(key="upload").set_value(None).run()  # file removed: its rows and results go too
+    assert not app.dataframe and "batch_result" not in app.session_state and "upload_frame" not in app.session_state
+
 
 @pytest.mark.parametrize(
     ("name", "data", "message"),
