@@ -1,0 +1,149 @@
+"""Reviews longer than the model reads: head+tail truncation against sliding windows, on the same reviews.
+
+    python evaluation/long_reviews.py --data ../shared/data/imdb --limit 1200
+
+Selects the test reviews with more tokens (the adapter's tokenizer, special tokens included) than the
+adapter's max length, scores them through the Predictor both ways with one loaded model, and writes
+accuracy, F1, calibration error and reviews/s for each mode, plus a paired comparison (McNemar's exact
+test on the reviews only one mode gets right), to results/long_reviews.json. `--limit` scores a fixed,
+stratified sample of the qualifying reviews instead of all of them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
+
+import numpy as np
+
+from evaluation.metrics import classification_metrics, softmax
+from inference.predict import DEFAULT_MODEL_DIR, LONG_REVIEW_MODES, PRECISIONS, Predictor, positive_int
+from training.data import DataError, encode_windows, load_split, stratified_subset
+from training.model import ModelLoadError
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", type=Path, default=DEFAULT_MODEL_DIR, help="Adapter folder (default: trained_model/).")
+    parser.add_argument("--data", default="hub",
+                        help="'hub' (stanfordnlp/imdb), a folder with test.parquet, or a labelled parquet/CSV/JSONL file. "
+                             "Offline: --data ../shared/data/imdb")
+    parser.add_argument("--split", default="test", help="Split to read from a folder or the hub (default: %(default)s).")
+    parser.add_argument("--limit", type=positive_int, default=None,
+                        help="Score a stratified, seeded sample of this many qualifying reviews (default: all of them).")
+    parser.add_argument("--seed", type=int, default=0, help="Seed for --limit's sample.")
+    parser.add_argument("--precision", choices=PRECISIONS, default="auto",
+                        help="How the model runs, the same for both modes (default auto: int8 on the CPU, bf16 on a GPU).")
+    parser.add_argument("--batch-size", type=positive_int, default=32, help="Inputs (reviews or windows) per forward pass.")
+    parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: a GPU if there is one).")
+    parser.add_argument("--output", type=Path, default=PROJECT_ROOT / "results" / "long_reviews.json",
+                        help="Where the JSON report goes (default: results/long_reviews.json).")
+    return parser.parse_args(argv)
+
+
+def main(args: argparse.Namespace) -> dict:
+    """Score the long reviews both ways; returns the report also written to --output."""
+    frame = load_split(args.data, args.split)
+    frame = frame[frame["text"].str.strip() != ""].reset_index(drop=True)
+    truncating = Predictor.from_pretrained(args.model, device=args.device, precision=args.precision,
+                                           long_reviews="truncate")
+    max_length = truncating.config.max_length
+    lengths = token_counts(truncating.tokenizer, frame["text"].tolist())
+    long_frame = frame[lengths > max_length].assign(tokens=lengths[lengths > max_length]).reset_index(drop=True)
+    if long_frame["label"].nunique() < 2 or long_frame["label"].value_counts().min() < 2:
+        raise DataError(f"{args.data} has too few reviews of each label longer than {max_length} tokens to compare.")
+    scored = stratified_subset(long_frame, args.limit, args.seed)
+    texts, labels = scored["text"].tolist(), scored["label"].to_numpy()
+
+    modes = {}
+    for mode in LONG_REVIEW_MODES:
+        # Both modes share one loaded (and, for int8, one quantized) model: only the inputs differ.
+        predictor = Predictor(truncating.model, truncating.tokenizer, truncating.config, truncating.device,
+                              truncating.model_dir, truncating.precision, truncating.temperature, long_reviews=mode)
+        started = time.perf_counter()
+        logits = predictor.predict_logits(texts, batch_size=args.batch_size, progress=True)
+        seconds = time.perf_counter() - started
+        modes[mode] = {"logits": logits, "seconds": seconds}
+    windows = len(encode_windows(truncating.tokenizer, texts, max_length)[0])
+
+    report = {
+        "data": {"source": str(args.data), "split": args.split, "reviews": len(frame),
+                 "longer_than_max_length": len(long_frame), "max_length": max_length,
+                 "scored": len(scored), "sample": None if args.limit is None else {"limit": args.limit, "seed": args.seed,
+                                                                                 "stratified": True},
+                 "tokens_of_scored": describe(scored["tokens"].to_numpy())},
+        "model": {key: value for key, value in truncating.info().items() if key != "metrics"},
+        "batch_size": args.batch_size,
+        "windows_per_review": round(windows / len(scored), 2),
+    }
+    for mode, result in modes.items():
+        metrics = classification_metrics(labels, softmax(result["logits"] / truncating.temperature))
+        report[mode] = {
+            **{key: metrics[key] for key in ("accuracy", "f1", "precision", "recall", "roc_auc", "expected_calibration_error")},
+            "seconds": round(result["seconds"], 1),
+            "reviews_per_second": round(len(scored) / result["seconds"], 2),
+        }
+    report["paired"] = paired_comparison(labels, modes["truncate"]["logits"], modes["sliding"]["logits"])
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(report, indent=2) + "\n")
+    return report
+
+
+def token_counts(tokenizer, texts: list[str]) -> np.ndarray:
+    """Tokens per text as the model would see it untruncated, special tokens included."""
+    encoded = tokenizer(texts, add_special_tokens=True, truncation=False, verbose=False)["input_ids"]
+    return np.array([len(ids) for ids in encoded])
+
+
+def describe(values: np.ndarray) -> dict:
+    return {"median": int(np.median(values)), "p90": int(np.percentile(values, 90)), "max": int(values.max())}
+
+
+def paired_comparison(labels: np.ndarray, truncate_logits: np.ndarray, sliding_logits: np.ndarray) -> dict:
+    """Which reviews each mode gets right, and McNemar's exact p-value for the difference (two-sided)."""
+    from scipy.stats import binomtest
+
+    truncate_right = truncate_logits.argmax(axis=1) == labels
+    sliding_right = sliding_logits.argmax(axis=1) == labels
+    only_truncate = int((truncate_right & ~sliding_right).sum())
+    only_sliding = int((sliding_right & ~truncate_right).sum())
+    discordant = only_truncate + only_sliding
+    return {
+        "both_right": int((truncate_right & sliding_right).sum()),
+        "both_wrong": int((~truncate_right & ~sliding_right).sum()),
+        "only_truncate_right": only_truncate,
+        "only_sliding_right": only_sliding,
+        "accuracy_difference_sliding_minus_truncate": float(sliding_right.mean() - truncate_right.mean()),
+        "mcnemar_exact_p": float(binomtest(only_sliding, discordant, 0.5).pvalue) if discordant else 1.0,
+    }
+
+
+def cli(argv: list[str] | None = None) -> int:
+    try:
+        args = parse_args(argv)
+        report = main(args)
+    except (DataError, ModelLoadError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    data = report["data"]
+    print(f"{data['longer_than_max_length']} of {data['reviews']} reviews exceed {data['max_length']} tokens; "
+          f"scored {data['scored']} with {report['model']['precision']} on {report['model']['device']}:")
+    for mode in LONG_REVIEW_MODES:
+        result = report[mode]
+        print(f"  {mode:<8} accuracy {result['accuracy']:.4f}, F1 {result['f1']:.4f}, "
+              f"ECE {result['expected_calibration_error']:.4f}, {result['reviews_per_second']} reviews/s")
+    paired = report["paired"]
+    print(f"  only truncation right on {paired['only_truncate_right']}, only sliding right on "
+          f"{paired['only_sliding_right']} (McNemar exact p = {paired['mcnemar_exact_p']:.3g}). Report: {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli())

@@ -1,0 +1,50 @@
+"""evaluation/long_reviews.py end to end on the tiny adapter (max length 128) and synthetic long reviews."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+
+from evaluation.long_reviews import cli, main, paired_comparison, parse_args
+
+
+def test_long_reviews_are_selected_scored_both_ways_and_reported(tiny_adapter, tmp_path, capsys):
+    long_positive = ["A wonderful, moving film. " * 40 + f"Seen {i} times." for i in range(4)]
+    long_negative = ["Dull, badly acted and far too long. " * 40 + f"Walked out after {i} minutes." for i in range(4)]
+    short = ["Great fun.", "Awful."]
+    data = tmp_path / "reviews.csv"
+    pd.DataFrame({"text": long_positive + long_negative + short, "label": [1] * 4 + [0] * 4 + [1, 0]}).to_csv(data, index=False)
+    output = tmp_path / "long.json"
+
+    report = main(parse_args(["--model", str(tiny_adapter), "--data", str(data), "--limit", "6",
+                              "--device", "cpu", "--output", str(output)]))
+    assert json.loads(output.read_text()) == report
+    assert report["data"]["reviews"] == 10 and report["data"]["longer_than_max_length"] == 8
+    assert report["data"]["scored"] == 6 and report["data"]["tokens_of_scored"]["median"] > 128
+    assert report["windows_per_review"] > 1  # every scored review needs more than one window
+    for mode in ("truncate", "sliding"):
+        assert 0.0 <= report[mode]["accuracy"] <= 1.0 and report[mode]["reviews_per_second"] > 0
+    paired = report["paired"]
+    assert sum(paired[key] for key in ("both_right", "both_wrong", "only_truncate_right", "only_sliding_right")) == 6
+
+    assert cli(["--model", str(tiny_adapter), "--data", str(data), "--device", "cpu", "--output", str(output)]) == 0
+    assert "8 of 10 reviews exceed 128 tokens" in capsys.readouterr().out
+
+
+def test_too_few_long_reviews_is_an_error_not_a_traceback(tiny_adapter, tmp_path, capsys):
+    data = tmp_path / "short.csv"
+    pd.DataFrame({"text": ["Great fun.", "Awful."], "label": [1, 0]}).to_csv(data, index=False)
+    assert cli(["--model", str(tiny_adapter), "--data", str(data), "--output", str(tmp_path / "x.json")]) == 2
+    assert "too few reviews" in capsys.readouterr().err
+
+
+def test_paired_comparison_counts_disagreements():
+    import numpy as np
+
+    labels = np.array([1, 1, 0, 0])
+    truncate = np.array([[0, 1], [1, 0], [1, 0], [0, 1]], dtype=float)  # right, wrong, right, wrong
+    sliding = np.array([[0, 1], [0, 1], [0, 1], [0, 1]], dtype=float)   # right, right, wrong, wrong
+    paired = paired_comparison(labels, truncate, sliding)
+    assert (paired["both_right"], paired["both_wrong"], paired["only_truncate_right"], paired["only_sliding_right"]) == (1, 1, 1, 1)
+    assert paired["accuracy_difference_sliding_minus_truncate"] == 0.0 and paired["mcnemar_exact_p"] == 1.0
