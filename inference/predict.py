@@ -185,6 +185,12 @@ class Predictor:
     def predict_one(self, text: str) -> Prediction:
         return self.predict([text])[0]
 
+    def explain(self, text: str, n_steps: int = 50):
+        """Which words pushed this prediction towards each label: an `inference.explain.Explanation`."""
+        from inference.explain import explain  # imported here: captum loads only when explaining
+
+        return explain(self, text, n_steps=n_steps)
+
     def _forward(self, token_ids: list[list[int]], batch_size: int, progress: bool) -> np.ndarray:
         """Logits for already-encoded inputs, run longest first so each batch pads to similar lengths."""
         order = sorted(range(len(token_ids)), key=lambda i: -len(token_ids[i]))
@@ -256,6 +262,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--long-reviews", choices=LONG_REVIEW_MODES, default="truncate", help="truncate (default): the head and tail the adapter was trained on; sliding: average overlapping windows over the whole review.")
     parser.add_argument("--no-calibration", action="store_true", help="Report raw softmax probabilities instead of temperature-scaled ones.")
     parser.add_argument("--json", action="store_true", help="Print JSON lines instead of a table.")
+    parser.add_argument("--explain", action="store_true", help="Also say why: the words that pushed each review towards each label, with scores (Integrated Gradients; seconds per review on a CPU). With --json, every word and its offsets.")
     return parser.parse_args(argv)
 
 
@@ -269,6 +276,8 @@ def main(args: argparse.Namespace) -> list[dict]:
 
     if args.output is not None and args.output.suffix.lower() not in OUTPUT_SUFFIXES:
         raise DataError(f"--output must end in {' or '.join(OUTPUT_SUFFIXES)}, not '{args.output.suffix}'.")
+    if args.explain and args.output is not None:
+        raise DataError("--explain prints its results: drop --output (add --json for one JSON object per review).")
     launch = distributed.current_launch()  # None unless started by `accelerate launch` with several processes
     if launch is not None and (args.file is None or args.output is None):
         raise DataError("Under accelerate launch each process scores a share of a file: give --file and --output.")
@@ -285,6 +294,10 @@ def main(args: argparse.Namespace) -> list[dict]:
         calibrated=not args.no_calibration, long_reviews=args.long_reviews,
     )
     print(f"Model: {predictor.config.base_model} + {args.model} on {predictor.device_name} ({predictor.precision})", file=sys.stderr)
+    if args.explain:
+        from inference.explain import print_explanations  # captum loads only when explaining
+
+        return print_explanations(predictor, texts, as_json=args.json)
     if launch is None:
         rows = predict_table(predictor, texts, args.batch_size, progress=args.file is not None)
     else:
