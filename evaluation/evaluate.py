@@ -44,6 +44,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: a GPU if there is one).")
     parser.add_argument("--output-dir", type=Path, default=PROJECT_ROOT / "results" / "evaluation",
                         help="Where the JSON report and plots go.")
+    parser.add_argument("--trust-pickle-weights", action="store_true",
+                        help="Also load an adapter saved as pickle (adapter_model.bin). Unpickling runs whatever code the "
+                             "file's author put in it: use only for a file you made or fully trust. Default: safetensors only.")
     parser.add_argument("--record", action="store_true",
                         help="Also store these metrics as the adapter's test metrics (in its metrics.json).")
     return parser.parse_args(argv)
@@ -56,7 +59,7 @@ def main(args: argparse.Namespace) -> dict:
     frame = load_split(args.data, args.split)
     blank = frame["text"].str.strip() == ""
     frame = stratified_subset(frame[~blank], args.limit, args.seed)
-    predictor = Predictor.from_pretrained(args.model, device=args.device)
+    predictor = Predictor.from_pretrained(args.model, device=args.device, trust_pickle=args.trust_pickle_weights)
 
     started = time.perf_counter()
     logits = predictor.predict_logits(frame["text"].tolist(), batch_size=args.batch_size, progress=True)
@@ -141,23 +144,36 @@ def write_plots(labels, probabilities, metrics, calibration, label_names, folder
     figure.savefig(paths["roc_curve"], dpi=120)
     plt.close(figure)
 
-    # Before and after temperature scaling: two panels with the same axes.
+    plot_reliability(calibration, paths["reliability_diagram"])
+    return {name: str(path) for name, path in paths.items()}
+
+
+def plot_reliability(calibration: dict, path: Path) -> None:
+    """Reliability diagram before and after temperature scaling: two panels with the same axes."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
     figure, axes = plt.subplots(1, 2, figsize=(9, 4), sharey=True)
-    for axis, (name, side) in zip(axes, (("uncalibrated", calibration["uncalibrated"]), ("calibrated", calibration["calibrated"]))):
+    for axis, name in zip(axes, ("uncalibrated", "calibrated")):
+        side = calibration[name]
         filled = [b for b in side["reliability_bins"] if b["count"]]
-        axis.bar([(b["lower"] + b["upper"]) / 2 for b in filled], [b["accuracy"] for b in filled],
-                 width=[b["upper"] - b["lower"] for b in filled], edgecolor="black", alpha=0.7, label="accuracy in bin")
+        centres = [(b["lower"] + b["upper"]) / 2 for b in filled]
+        axis.bar(centres, [b["accuracy"] for b in filled], width=[b["upper"] - b["lower"] for b in filled],
+                 edgecolor="black", alpha=0.7, label="accuracy in bin")
         axis.plot([b["confidence"] for b in filled], [b["accuracy"] for b in filled], marker="o", color="black",
                   label="accuracy vs mean confidence")
         axis.plot([0, 1], [0, 1], linestyle="--", color="grey", label="perfect calibration")
+        for centre, b in zip(centres, filled):  # how many reviews each bar stands for, at its foot
+            axis.text(centre, 0.02, str(b["count"]), ha="center", va="bottom", fontsize=7, rotation=90)
         axis.set(xlim=(0.45, 1.0), ylim=(0, 1), xlabel="confidence",
                  title=f"{name} (T = {side['temperature']:.3f}): ECE {side['expected_calibration_error']:.4f}")
-        axis.legend(loc="upper left", fontsize=8)
+    axes[0].legend(loc="upper left", fontsize=7, framealpha=0.9)
     axes[0].set_ylabel("accuracy")
     figure.tight_layout()
-    figure.savefig(paths["reliability_diagram"], dpi=120)
+    figure.savefig(path, dpi=120)
     plt.close(figure)
-    return {name: str(path) for name, path in paths.items()}
 
 
 def cli(argv: list[str] | None = None) -> int:
