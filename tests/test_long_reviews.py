@@ -48,3 +48,18 @@ def test_paired_comparison_counts_disagreements():
     paired = paired_comparison(labels, truncate, sliding)
     assert (paired["both_right"], paired["both_wrong"], paired["only_truncate_right"], paired["only_sliding_right"]) == (1, 1, 1, 1)
     assert paired["accuracy_difference_sliding_minus_truncate"] == 0.0 and paired["mcnemar_exact_p"] == 1.0
+
+
+def test_taking_turns_keeps_each_reviews_logits_in_order(tiny_adapter):
+    import numpy as np
+
+    from evaluation.long_reviews import score_interleaved
+    from inference.predict import Predictor
+
+    predictors = {mode: Predictor.from_pretrained(tiny_adapter, device="cpu", precision="fp32", long_reviews=mode)
+                  for mode in ("truncate", "sliding")}
+    texts = ["Great fun. " * (20 * i + 1) for i in range(5)] + ["Awful. " * (30 * i + 1) for i in range(5)]
+    results = score_interleaved(predictors, texts, batch_size=4, chunk=3)
+    for mode, predictor in predictors.items():
+        assert np.allclose(results[mode]["logits"], predictor.predict_logits(texts), atol=1e-5)
+        assert results[mode]["seconds"] > 0 and results[mode]["cpu_seconds"] > 0
