@@ -41,15 +41,17 @@ from training.data import clip_characters, encode_texts, special_token_frame, tr
 from training.model import load_classifier
 
 DIRECTIONS = ("positive", "negative")
-# Default quadrature size. Captum integrates with Gauss-Legendre nodes, which converge fast: on the
-# shipped adapter 50 steps leave a completeness error well under 1% of the explained logit difference
-# (see tests/test_explain.py for the tolerance and the README for the measured figures).
+# Integration points (Captum's Gauss-Legendre rule). Measured on the shipped adapter over 11 IMDb
+# training reviews of 113 to 408 tokens: the completeness error was at most 0.03% of the explained
+# logit difference at 50 steps, but up to 0.6% at 32 and 5.8% at 16. Time grows with the steps.
 DEFAULT_STEPS = 50
-# Interpolated copies of the review per forward/backward pass: bounds memory on 512-token reviews
-# (the attention maps of every copy are kept for the backward pass) without slowing short ones.
-DEFAULT_INTERNAL_BATCH_SIZE = 10
+# Tokens per forward/backward pass over interpolated copies of the review, when internal_batch_size
+# is not given: 16 copies of a 512-token review. Bigger passes run faster on the CPU (measured: a
+# 262-token review took 16 s of CPU at 50 copies a pass, 22 s at 10) but hold every copy's attention
+# maps for the backward pass (2.4 GB resident at 50 such copies, 1.1 GB at 10).
+TOKENS_PER_PASS = 8192
 # A word: letters and digits with inner apostrophes or hyphens (don't, well-made), or any other single
-# non-space character (punctuation, an emoji). Word pieces are grouped by the word their start falls in.
+# non-space character (punctuation, an emoji). See group_into_words for how pieces join words.
 WORD_PATTERN = re.compile(r"\w+(?:['’\-]\w+)*|[^\w\s]")
 
 
@@ -97,13 +99,15 @@ def explain(
     predictor,
     text: str,
     n_steps: int = DEFAULT_STEPS,
-    internal_batch_size: int = DEFAULT_INTERNAL_BATCH_SIZE,
+    internal_batch_size: int | None = None,
 ) -> Explanation:
     """Integrated Gradients word attributions for the predictor's prediction on `text`.
 
-    Raises the Predictor's EmptyTextError for a blank text, like `predict`.
+    `n_steps`: integration points (more: a smaller convergence_delta, proportionally slower).
+    `internal_batch_size`: interpolated copies per forward/backward pass (None: about TOKENS_PER_PASS
+    tokens a pass). Raises the Predictor's EmptyTextError for a blank text, like `predict`.
     """
-    if n_steps < 1 or internal_batch_size < 1:
+    if n_steps < 1 or (internal_batch_size is not None and internal_batch_size < 1):
         raise ValueError(f"n_steps and internal_batch_size must be at least 1, not {n_steps} and {internal_batch_size}.")
     # The Predictor's own prediction (calibrated, at its precision). It also refuses an empty text with
     # the Predictor's own error class, before any other work.
@@ -113,6 +117,7 @@ def explain(
         raise ValueError(f"Explanations need a two-label model; this one has {len(labels)} labels.")
     review = encode_with_words(predictor.tokenizer, text, predictor.config.max_length, predictor.config.truncation)
     baseline_ids = padded_baseline(review.token_ids, review.content, predictor.tokenizer.pad_token_id)
+    internal_batch_size = internal_batch_size or max(TOKENS_PER_PASS // len(review.token_ids), 1)
     piece_scores, prediction_minus_baseline, delta = integrated_gradients(
         attribution_model(predictor), review.token_ids, baseline_ids, n_steps, internal_batch_size
     )

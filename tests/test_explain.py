@@ -27,8 +27,8 @@ from training.data import clip_characters, encode_texts
 
 SENTENCE = "The acting was wonderful but the plot was terrible and boring."
 # Completeness tolerance: |sum(scores) - (F(input) - F(baseline))| at most 1% of F(input) - F(baseline).
-# At the default 50 Gauss-Legendre steps the shipped adapter measured 0.00003% to 0.01% on this
-# sentence and six IMDb training reviews of 174 to 408 tokens (see the README); 5 steps miss by 67%.
+# At the default 50 Gauss-Legendre steps the shipped adapter measured 0.003% on this sentence and at
+# most 0.03% on 11 IMDb training reviews of 113 to 408 tokens (32 steps: up to 0.6%); 5 steps miss by 67%.
 RELATIVE_TOLERANCE = 0.01
 
 
