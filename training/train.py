@@ -42,6 +42,8 @@ from training.model import (
 )
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
+PADDING_CHOICES = ("dynamic", "max_length")
+ATTENTION_CHOICES = ("auto", "sdpa", "eager")
 
 
 @dataclasses.dataclass
@@ -73,6 +75,10 @@ class TrainConfig:
     seed: int = 42
     precision: str = "auto"
     num_workers: int | None = None  # None: 4 on a GPU, 0 on the CPU (workers would steal its cores)
+    # The last three exist so benchmarks/benchmark.py can measure the plain-tutorial setup through this script.
+    padding: str = "dynamic"  # "max_length": every batch padded to max_length
+    attention: str = "auto"  # "sdpa" or "eager"; auto: transformers' default (SDPA where the model has it)
+    group_by_length: bool = True  # False: batches drawn at random, with more padding
     resume: bool = False
 
     def lora_settings(self) -> LoraSettings:
@@ -87,6 +93,10 @@ class TrainConfig:
             found.append(f"--lora-targets must be one of {', '.join(LORA_TARGET_CHOICES)}")
         if self.precision not in ("auto", "fp32", "bf16", "fp16"):
             found.append("--precision must be auto, fp32, bf16 or fp16")
+        if self.padding not in PADDING_CHOICES:
+            found.append(f"--padding must be one of {', '.join(PADDING_CHOICES)}")
+        if self.attention not in ATTENTION_CHOICES:
+            found.append(f"--attention must be one of {', '.join(ATTENTION_CHOICES)}")
         for name in ("max_length", "lora_rank", "batch_size", "eval_batch_size", "logging_steps"):
             if getattr(self, name) < 1:
                 found.append(f"--{name.replace('_', '-')} must be at least 1")
@@ -146,6 +156,14 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
     add("--precision", choices=("auto", "fp32", "bf16", "fp16"), default=defaults.precision,
         help="auto: bf16 (or fp16) mixed precision on a GPU, fp32 on the CPU.")
     add("--num-workers", type=int, default=None, help="Data loader worker processes (default: 4 on a GPU, 0 on the CPU).")
+    add("--padding", choices=PADDING_CHOICES, default=defaults.padding,
+        help="dynamic (default): pad each batch to its longest review; max_length: pad every batch to --max-length "
+             "(slower; the plain-tutorial setup the benchmark compares against).")
+    add("--attention", choices=ATTENTION_CHOICES, default=defaults.attention,
+        help="Attention kernel: auto (default; PyTorch's scaled_dot_product_attention where the model supports it), "
+             "sdpa, or eager (the plain reference implementation).")
+    add("--no-length-grouping", dest="group_by_length", action="store_false",
+        help="Draw training batches at random instead of grouping reviews of similar length (more padding).")
     add("--resume", action="store_true", help="Continue from the last checkpoint in --results-dir.")
     return TrainConfig(**{key.replace("-", "_"): value for key, value in vars(parser.parse_args(argv)).items()})
 
@@ -176,6 +194,16 @@ def mixed_precision(precision: str) -> dict:
     if precision in ("bf16", "fp16") and not torch.cuda.is_available():
         raise ModelLoadError(f"--precision {precision} needs a GPU; none is available. Use --precision fp32.")
     return {"bf16": precision == "bf16", "fp16": precision == "fp16"}
+
+
+def collator(tokenizer, config: TrainConfig):
+    """Pads each batch to its longest review, or every batch to max_length (the tutorial baseline)."""
+    from transformers import DataCollatorWithPadding
+
+    if config.padding == "max_length":
+        return DataCollatorWithPadding(tokenizer, padding="max_length", max_length=config.max_length)
+    # Multiples of 8 let GPU tensor cores work on whole tiles.
+    return DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8 if torch.cuda.is_available() else None)
 
 
 def length_grouping() -> dict:
@@ -234,7 +262,7 @@ def check_max_length(model, max_length: int) -> None:
 
 def main(config: TrainConfig) -> dict:
     """Train, select the best checkpoint on validation, publish the adapter; returns the run's summary."""
-    from transformers import DataCollatorWithPadding, Trainer, set_seed
+    from transformers import Trainer, set_seed
 
     problems = config.problems()
     if problems:
@@ -249,6 +277,8 @@ def main(config: TrainConfig) -> dict:
     train_frame, validation_frame = load_data(config)
     tokenizer = load_tokenizer(config.base_model)
     model = build_classifier(config.base_model, config.lora_settings())
+    if config.attention != "auto":
+        model.get_base_model().set_attn_implementation(config.attention)
     check_max_length(model, config.max_length)
 
     def tokenized(frame):
@@ -262,8 +292,7 @@ def main(config: TrainConfig) -> dict:
         train_dataset=train_set,
         eval_dataset=validation_set,
         processing_class=tokenizer,
-        # Multiples of 8 let GPU tensor cores work on whole tiles.
-        data_collator=DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8 if torch.cuda.is_available() else None),
+        data_collator=collator(tokenizer, config),
         compute_metrics=compute_metrics,
     )
     train_output = trainer.train(resume_from_checkpoint=resume)
@@ -318,7 +347,7 @@ def training_arguments(config: TrainConfig, num_train_examples: int):
         label_names=["labels"],
         report_to=["tensorboard"] if _tensorboard_available() else "none",
         **mixed_precision(config.precision),
-        **length_grouping(),
+        **(length_grouping() if config.group_by_length else {}),
     )
 
 

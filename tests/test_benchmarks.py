@@ -1,0 +1,89 @@
+"""The benchmark keeps working: its smoke mode runs every part on the CPU with the tiny adapter and writes a
+report with every field. No speed is asserted here: benchmarks report figures, tests check behaviour."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from benchmarks import benchmark
+
+
+def test_interleaved_gives_every_system_every_text_in_order_with_the_order_rotating():
+    calls = []
+
+    def system(name):
+        def score(texts):
+            calls.append(name)
+            return [float(len(text)) for text in texts]
+        return score
+
+    texts = ["a", "bb", "ccc", "dddd", "eeeee"]
+    result = benchmark.interleaved({"x": system("x"), "y": system("y")}, texts, rounds=2)
+    assert result["x"]["positive_probability"] == result["y"]["positive_probability"] == [1.0, 2.0, 3.0, 4.0, 5.0]
+    assert calls == ["x", "y", "y", "x"]
+    assert all(result[name]["seconds"] >= 0 for name in "xy")
+
+
+def test_latency_summary_and_targets():
+    summary = benchmark.latency_summary([0.01] * 9 + [0.1])
+    assert summary["p50_ms"] == pytest.approx(10.0) and summary["p95_ms"] > summary["p50_ms"] and summary["count"] == 10
+    assert benchmark.target_met(2.6, ">=", 2.5) and not benchmark.target_met(0.5, "<=", 0.4)
+    assert benchmark.target_met(-0.2, "abs<=", 0.3) and not benchmark.target_met(-0.4, "abs<=", 0.3)
+    assert benchmark.target_met(None, ">=", 1) is None
+    checked = benchmark.check_targets({"inference": {"throughput_ratio": 3.0}, "gpu-train": {"skipped": "no GPU"}})
+    assert checked == [{"part": "inference", "figure": "throughput_ratio", "value": 3.0, "target": ">= 2.5", "met": True}]
+
+
+def test_smoke_run_measures_every_part_and_writes_a_complete_report(tiny_adapter, small_imdb, tmp_path, capsys):
+    output = tmp_path / "smoke.json"
+    status = benchmark.cli(["--smoke", "--model", str(tiny_adapter), "--data", str(small_imdb), "--output", str(output)])
+    report = json.loads(output.read_text())
+    errors = {part: result["error"] for part, result in report["parts"].items() if "error" in result}
+    assert status == 0 and not errors, errors
+
+    assert report["smoke"] is True and "--smoke" in report["command"]
+    machine = report["machine"]
+    assert machine["cpu"] and machine["cpu_cores_available"] >= 1 and machine["torch"] and machine["transformers"]
+    assert "gpu" in machine and len(report["load_average_at_start"]) == 3
+    assert set(report["parts"]) == set(benchmark.PARTS)
+
+    inference = report["parts"]["inference"]
+    assert inference["reviews"] == 20 and inference["latency_reviews"] == 5
+    for system in ("predictor", "predictor_fp32", "pipeline"):
+        figures = inference["systems"][system]
+        assert figures["reviews_per_s"] > 0 and 0 <= figures["accuracy"] <= 1
+        assert 0 < figures["latency"]["p50_ms"] <= figures["latency"]["p95_ms"] and figures["latency"]["count"] == 5
+    assert inference["throughput_ratio"] > 0 and inference["latency_p50_ratio"] > 0
+    assert 0 <= inference["labels_changed_vs_fp32"] <= 20
+
+    cli = report["parts"]["cli"]
+    assert "inference/predict.py" in cli["commands"]["predict_cli"] and "pipeline_baseline.py" in cli["commands"]["pipeline_script"]
+    for command in ("predict_cli", "pipeline_script"):
+        assert cli[command]["wall_s"] > 0 and 0 <= cli[command]["accuracy"] <= 1
+
+    app = report["parts"]["app"]
+    first = app["start_to_first_prediction"]
+    assert "skipped" in first or (first["seconds"] >= first["review_box_shown_s"] > 0 and "Predicted in" in first["app_caption"])
+    assert app["per_request"]["latency"]["count"] == 3 and app["per_request"]["latency"]["p50_ms"] > 0
+
+    training = report["parts"]["gpu-train"]  # no GPU here: run on the CPU at a tiny size, and says so
+    assert "CPU" in training["device"] and training["project"]["samples_per_s"] > 0 and training["tutorial"]["samples_per_s"] > 0
+    assert training["setups"]["tutorial"] == {"precision": "fp32", "attention": "eager", "padding": "max_length", "group_by_length": False}
+    gpu_inference = report["parts"]["gpu-inference"]
+    assert gpu_inference["predictor"]["reviews_per_s"] > 0 and gpu_inference["reviews"] == 20
+
+    assert {target["part"] for target in report["targets"]} >= {"inference", "gpu-train", "gpu-inference"}
+    assert all(target["met"] in (True, False, None) for target in report["targets"])
+    printed = capsys.readouterr().out
+    assert "| part | measure | this project | baseline | ratio |" in printed and str(output) in printed
+
+
+def test_without_a_gpu_the_gpu_parts_are_skipped_with_a_reason(tmp_path, monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    config = benchmark.BenchConfig(parts=("gpu-train", "gpu-inference"))
+    assert "no CUDA GPU" in benchmark.bench_gpu_train(config, tmp_path)["skipped"]
+    assert "no CUDA GPU" in benchmark.bench_gpu_inference(config, tmp_path)["skipped"]
