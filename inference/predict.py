@@ -121,10 +121,12 @@ class Predictor:
         precision: str = "auto",
         calibrated: bool = True,
         long_reviews: str = "truncate",
+        trust_pickle: bool = False,
     ) -> "Predictor":
+        """`trust_pickle`: also load a pickle (.bin) adapter, which can run code when loaded."""
         device = pick_device(device)
         precision = resolve_precision(precision, device)
-        model, tokenizer, config = load_classifier(Path(model_dir), device=device, merge=True)
+        model, tokenizer, config = load_classifier(Path(model_dir), device=device, merge=True, trust_pickle=trust_pickle)
         if precision == "int8":
             model = quantize_int8(model)
         elif precision == "bf16":
@@ -260,6 +262,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: a GPU if there is one).")
     parser.add_argument("--precision", choices=PRECISIONS, default="auto", help="auto (default): int8 on the CPU, bf16 on a GPU; fp32: the exact, slower path.")
     parser.add_argument("--long-reviews", choices=LONG_REVIEW_MODES, default="truncate", help="truncate (default): the head and tail the adapter was trained on; sliding: average overlapping windows over the whole review.")
+    parser.add_argument("--trust-pickle-weights", action="store_true",
+                        help="Also load an adapter saved as pickle (adapter_model.bin). Unpickling runs whatever code the "
+                             "file's author put in it: use only for a file you made or fully trust. Default: safetensors only.")
     parser.add_argument("--no-calibration", action="store_true", help="Report raw softmax probabilities instead of temperature-scaled ones.")
     parser.add_argument("--json", action="store_true", help="Print JSON lines instead of a table.")
     parser.add_argument("--explain", action="store_true", help="Also say why: the words that pushed each review towards each label, with scores (Integrated Gradients; seconds per review on a CPU). With --json, every word and its offsets.")
@@ -291,7 +296,7 @@ def main(args: argparse.Namespace) -> list[dict]:
         frame = pd.DataFrame({"text": texts})
     predictor = Predictor.from_pretrained(
         args.model, device=args.device or (str(launch.device) if launch else None), precision=args.precision,
-        calibrated=not args.no_calibration, long_reviews=args.long_reviews,
+        calibrated=not args.no_calibration, long_reviews=args.long_reviews, trust_pickle=args.trust_pickle_weights,
     )
     print(f"Model: {predictor.config.base_model} + {args.model} on {predictor.device_name} ({predictor.precision})", file=sys.stderr)
     if args.explain:

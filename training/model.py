@@ -34,6 +34,7 @@ METRICS_FILE = "metrics.json"
 CALIBRATION_FILE = "calibration.json"
 ADAPTER_WEIGHTS_FILE = "adapter_model.safetensors"
 ADAPTER_CONFIG_FILE = "adapter_config.json"
+PICKLE_WEIGHTS_FILE = "adapter_model.bin"  # PEFT's pickle format: loaded only when the user says they trust it
 
 LORA_TARGET_CHOICES = ("all-linear", "attention")
 # Per architecture: (attention projections, all linear layers of the encoder). BERT's module names
@@ -112,6 +113,8 @@ def resolve_base_source(base_model: str) -> str:
     """Where to load a base from: a local folder, an installed packaged copy, or the hub id itself."""
     if Path(base_model).expanduser().is_dir():
         return str(Path(base_model).expanduser())
+    if base_model.startswith((".", "/", "~")):  # a path, not a hub id: say so instead of asking the hub
+        raise ModelLoadError(f"Base model '{base_model}': no such folder. {BASE_MODEL_FIX}")
     hub_id = portable_base_id(base_model)
     packaged = packaged_model_path(hub_id)
     if packaged is not None:
@@ -150,9 +153,14 @@ BASE_MODEL_FIX = (
 
 def _from_pretrained(loader, source: str, what: str, **kwargs):
     """`loader.from_pretrained` that tries the local cache first and fails fast when offline."""
-    kwargs = {"trust_remote_code": False, **kwargs}
+    kwargs = {**kwargs, "trust_remote_code": False}  # never run code shipped with a model, whatever the caller asks
     if Path(source).is_dir():
-        return loader.from_pretrained(source, **kwargs)
+        try:
+            return loader.from_pretrained(source, **kwargs)
+        except (OSError, ValueError) as error:  # no config.json, an unknown model type, no safetensors weights
+            raise ModelLoadError(
+                f"Could not load {what} from the folder {source} ({type(error).__name__}: {error}). {BASE_MODEL_FIX}"
+            ) from error
     try:
         return loader.from_pretrained(source, local_files_only=True, **kwargs)
     except OSError:
@@ -168,6 +176,13 @@ def load_tokenizer(base_model: str):
 
     source = resolve_base_source(base_model)
     return _from_pretrained(AutoTokenizer, source, f"the tokenizer of '{base_model}'")
+
+
+def load_base_config(base_model: str):
+    """The base's config.json alone: a cheap check, before any data or weights load, that the base exists."""
+    from transformers import AutoConfig
+
+    return _from_pretrained(AutoConfig, resolve_base_source(base_model), f"base model '{base_model}'")
 
 
 def load_base_classifier(base_model: str, dtype: torch.dtype = torch.float32):
@@ -294,43 +309,94 @@ def write_calibration(folder: Path, calibration: dict) -> None:
     (Path(folder) / CALIBRATION_FILE).write_text(json.dumps(calibration, indent=2) + "\n")
 
 
-def check_adapter_folder(folder: Path) -> None:
-    """Raise ModelLoadError naming what is missing from an adapter folder, and how to get a good one."""
+def check_adapter_folder(folder: Path, trust_pickle: bool = False) -> None:
+    """Raise ModelLoadError naming what is missing from an adapter folder, and how to get a good one.
+
+    Pickle weights (adapter_model.bin) pass only with `trust_pickle`: unpickling can run code.
+    """
     fix = f"Train one with: python training/train.py --output-dir {folder}  (or restore the shipped one: git checkout -- trained_model)"
     if not folder.is_dir():
         raise ModelLoadError(f"No adapter folder at {folder}. {fix}")
     if not (folder / ADAPTER_WEIGHTS_FILE).exists():
-        if any(folder.glob("*.bin")):
+        if not (folder / PICKLE_WEIGHTS_FILE).exists():
+            raise ModelLoadError(f"{folder} has no {ADAPTER_WEIGHTS_FILE}. {fix}")
+        if not trust_pickle:
             raise ModelLoadError(
-                f"{folder} holds only pickle (.bin) weights, which can run arbitrary code when loaded; "
-                f"this project loads safetensors only. Re-save the adapter with safe_serialization=True."
+                f"{folder} holds only pickle weights ({PICKLE_WEIGHTS_FILE}), which can run arbitrary code when loaded; "
+                f"this project loads safetensors only. Re-save the adapter with safe_serialization=True, or, if you "
+                f"trust whoever made the file, pass --trust-pickle-weights (trust_pickle=True in Python)."
             )
-        raise ModelLoadError(f"{folder} has no {ADAPTER_WEIGHTS_FILE}. {fix}")
     for name in (ADAPTER_CONFIG_FILE, SENTIMENT_CONFIG_FILE):
         if not (folder / name).exists():
             raise ModelLoadError(f"{folder} has no {name}; it is not an adapter made by this project. {fix}")
 
 
-def load_classifier(folder: str | Path, device: torch.device | str = "cpu", merge: bool = True):
+def check_same_base(folder: Path, config: SentimentConfig, trained_on: str | None) -> None:
+    """Refuse a folder whose two records of its base disagree: PEFT's (written when the adapter was
+    trained) and sentiment_config.json's (the base it is loaded on here), e.g. after a hand edit."""
+    if trained_on and trained_on != config.base_model:
+        raise ModelLoadError(
+            f"The adapter at {folder} was trained on base '{trained_on}' ({ADAPTER_CONFIG_FILE}) but would be loaded "
+            f"on '{config.base_model}' ({SENTIMENT_CONFIG_FILE}). An adapter works only on the base it was trained on: "
+            f"restore the folder, or retrain on '{config.base_model}'."
+        )
+
+
+def check_adapter_fits_base(folder: Path, base, config: SentimentConfig, trained_on: str | None) -> None:
+    """Every LoRA matrix and head weight must fit the loaded base's layers, checked from the safetensors
+    header before PEFT loads anything: a misfit means the adapter was trained on another base."""
+    from safetensors import safe_open
+
+    parameters = dict(base.named_parameters())
+    with safe_open(folder / ADAPTER_WEIGHTS_FILE, framework="pt") as weights:
+        for key in weights.keys():
+            name, shape = key.removeprefix("base_model.model."), tuple(weights.get_slice(key).get_shape())
+            for suffix, axis in ((".lora_A.weight", 1), (".lora_B.weight", 0)):  # A: (rank, in), B: (out, rank)
+                if name.endswith(suffix):
+                    target = parameters.get(name.removesuffix(suffix) + ".weight")
+                    fits = target is not None and target.ndim == 2 and target.shape[axis] == shape[axis]
+                    break
+            else:  # a weight kept whole (the head): same name, same shape; other PEFT entries are PEFT's to check
+                target = parameters.get(name)
+                fits = target is None or tuple(target.shape) == shape
+            if not fits:
+                found = "has no such layer" if target is None else f"has {tuple(target.shape)}"
+                raise ModelLoadError(
+                    f"The adapter at {folder} was trained on another base than '{config.base_model}', the one it is "
+                    f"being loaded on: its {name} is {shape} but that base {found}. It records '{trained_on}' as its "
+                    f"base in {ADAPTER_CONFIG_FILE}. Load it on the base it was trained on, or retrain it."
+                )
+
+
+def load_classifier(
+    folder: str | Path, device: torch.device | str = "cpu", merge: bool = True, trust_pickle: bool = False
+):
     """Load base + adapter + head from an adapter folder for inference.
 
     Returns (model, tokenizer, config). With `merge`, the LoRA weights are folded into the base
-    weights: the same function, one matrix product per layer instead of three.
+    weights: the same function, one matrix product per layer instead of three. `trust_pickle` allows
+    an adapter saved as pickle (.bin), which can run code when loaded: only for files you trust.
     """
     from peft import PeftModel
     from transformers import AutoTokenizer
 
     folder = Path(folder)
-    check_adapter_folder(folder)
+    check_adapter_folder(folder, trust_pickle)
     try:
         config = SentimentConfig.load(folder)
+        trained_on = json.loads((folder / ADAPTER_CONFIG_FILE).read_text()).get("base_model_name_or_path")
         tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=False)
-    except (OSError, ValueError, TypeError, KeyError) as error:
+    except (OSError, ValueError, TypeError, KeyError, AttributeError) as error:
         raise ModelLoadError(f"The adapter at {folder} is corrupt ({error}). Retrain it or restore it.") from error
+    check_same_base(folder, config, trained_on)
     base = load_base_classifier(config.base_model)
     try:
+        if (folder / ADAPTER_WEIGHTS_FILE).exists():
+            check_adapter_fits_base(folder, base, config, trained_on)
         with quiet_loading():
             model = PeftModel.from_pretrained(base, folder, is_trainable=False)
+    except ModelLoadError:
+        raise
     except Exception as error:  # safetensors, json and PEFT each raise their own types for a damaged file
         raise ModelLoadError(f"The adapter at {folder} is corrupt ({type(error).__name__}: {error}). Retrain it or restore it.") from error
     if merge:
