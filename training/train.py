@@ -35,6 +35,7 @@ from training.model import (
     ModelLoadError,
     SentimentConfig,
     build_classifier,
+    load_base_config,
     load_tokenizer,
     portable_base_id,
     save_adapter,
@@ -111,11 +112,35 @@ class TrainConfig:
         for name in ("train_limit", "validation_limit"):
             if getattr(self, name) is not None and getattr(self, name) < 2:
                 found.append(f"--{name.replace('_', '-')} must be at least 2")
-        output = Path(self.output_dir).resolve()
-        writable_parent = next((p for p in [output, *output.parents] if p.exists()), None)
-        if writable_parent is None or not os.access(writable_parent, os.W_OK):
-            found.append(f"--output-dir {self.output_dir} is not writable")
+        found.extend(folder_problems({"--output-dir": self.output_dir, "--results-dir": self.results_dir}))
         return found
+
+
+# A floor, not a bound: the shipped recipe's checkpoints (adapter, Adam state, tokenizer) are about 17 MB
+# each and two are kept, plus the staged adapter and logs. Checked up front so a full disk fails in a
+# second rather than at the first checkpoint.
+DISK_SPACE_NEEDED_MB = 100
+
+
+def folder_problems(folders: dict[str, str]) -> list[str]:
+    """Whether each folder ({flag: path}) can be created and written, with room on its disk for a run."""
+    found, disks_checked = [], set()
+    for flag, folder in folders.items():
+        folder = Path(folder).resolve()
+        existing = next(p for p in [folder, *folder.parents] if p.exists())
+        if not existing.is_dir():
+            found.append(f"{flag} {folder} cannot be created: {existing} is a file, not a folder")
+        elif not os.access(existing, os.W_OK):
+            found.append(f"{flag} {folder} is not writable ({existing} is read-only for this user)")
+        elif existing.stat().st_dev not in disks_checked:
+            disks_checked.add(existing.stat().st_dev)
+            free_mb = shutil.disk_usage(existing).free / 2**20
+            if free_mb < DISK_SPACE_NEEDED_MB:
+                found.append(
+                    f"{flag} {folder}: only {free_mb:.0f} MB free on its disk; a run needs about "
+                    f"{DISK_SPACE_NEEDED_MB} MB for checkpoints and the adapter. Free some space or choose another folder."
+                )
+    return found
 
 
 def parse_args(argv: list[str] | None = None) -> TrainConfig:
@@ -251,8 +276,8 @@ def load_data(config: TrainConfig):
     return train_frame, validation_frame
 
 
-def check_max_length(model, max_length: int) -> None:
-    supported = getattr(model.config, "max_position_embeddings", None)
+def check_max_length(base_config, max_length: int) -> None:
+    supported = getattr(base_config, "max_position_embeddings", None)
     if supported is not None and max_length > supported:
         raise data.DataError(f"--max-length {max_length} exceeds what the base model supports ({supported}).")
 
@@ -275,11 +300,12 @@ def main(config: TrainConfig) -> dict:
     started = time.time()
 
     train_frame, validation_frame = load_data(config)
+    # The base's config.json alone: an unknown base or a too-long --max-length fails here, before any weights load.
+    check_max_length(load_base_config(config.base_model), config.max_length)
     tokenizer = load_tokenizer(config.base_model)
     model = build_classifier(config.base_model, config.lora_settings())
     if config.attention != "auto":
         model.get_base_model().set_attn_implementation(config.attention)
-    check_max_length(model, config.max_length)
 
     def tokenized(frame):
         ids = data.encode_texts(tokenizer, frame["text"].tolist(), config.max_length, config.truncation)
@@ -380,9 +406,13 @@ def write_outputs(model, tokenizer, config: TrainConfig, summary: dict) -> None:
 
 
 def _last_checkpoint(results_dir: Path) -> str | None:
-    from transformers.trainer_utils import get_last_checkpoint
-
-    return get_last_checkpoint(str(results_dir)) if results_dir.is_dir() else None
+    """The newest complete checkpoint. The Trainer writes trainer_state.json last, so a run killed while
+    saving leaves a folder without it; transformers' get_last_checkpoint would pick that folder and fail."""
+    complete = [
+        folder for folder in results_dir.glob("checkpoint-*")
+        if folder.name.removeprefix("checkpoint-").isdigit() and (folder / "trainer_state.json").exists()
+    ]
+    return str(max(complete, key=lambda folder: int(folder.name.removeprefix("checkpoint-")))) if complete else None
 
 
 def _tensorboard_available() -> bool:
