@@ -1,0 +1,32 @@
+"""One Predictor shared by many threads, as Streamlit's st.cache_resource shares it between sessions."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+import pandas as pd
+
+from inference.predict import Predictor
+
+THREADS = 16
+PREDICTIONS_PER_THREAD = 100
+
+
+def test_sixteen_threads_on_one_predictor_get_exactly_the_sequential_results(tiny_adapter, small_imdb):
+    # The app's configuration: the default precision (int8 on the CPU), one review per call.
+    predictor = Predictor.from_pretrained(tiny_adapter, device="cpu")
+    reviews = pd.read_parquet(small_imdb / "test.parquet")["text"].tolist()[:PREDICTIONS_PER_THREAD]
+    sequential = [predictor.predict_one(review) for review in reviews]
+
+    def session(thread: int) -> list:
+        # Each thread starts at a different review, so different reviews are in flight at once.
+        order = [(thread + step) % len(reviews) for step in range(PREDICTIONS_PER_THREAD)]
+        return [(index, predictor.predict_one(reviews[index])) for index in order]
+
+    with ThreadPoolExecutor(max_workers=THREADS) as pool:
+        results = list(pool.map(session, range(THREADS)))
+
+    assert sum(len(answers) for answers in results) == THREADS * PREDICTIONS_PER_THREAD
+    for answers in results:
+        for index, prediction in answers:
+            assert prediction == sequential[index]  # exactly: label, confidence and every probability
