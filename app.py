@@ -177,6 +177,12 @@ def highlight_html(text: str, words) -> str:
     return f'<div class="review-highlight" style="line-height: 1.9">{"".join(parts)}</div>'
 
 
+def code_span(text: str) -> str:
+    """Markdown that shows `text` literally in code style, even when it holds backticks (user input)."""
+    fence = "`" * (max((len(run) for run in re.findall(r"`+", text)), default=0) + 1)
+    return f"{fence} {text} {fence}"
+
+
 def legend_html(negative_label: str = "NEGATIVE", positive_label: str = "POSITIVE") -> str:
     """A key for highlight_html: a swatch for each direction, from strong to weak."""
 
@@ -446,7 +452,7 @@ def explain_ui(predictor: Predictor, text: str) -> None:
     for column, direction, label in ((towards_positive, "positive", positive_label), (towards_negative, "negative", negative_label)):
         top = explanation.top(5, direction)
         column.markdown(f"**Towards {label}**")
-        column.markdown("\n".join(f"- `{word.word}` {word.score:+.2f}" for word in top) or "(no word)")
+        column.markdown("\n".join(f"- {code_span(word.word)} {word.score:+.2f}" for word in top) or "(no word)")
     note = " Only the beginning and end of this long review were read, and only they are coloured." if getattr(explanation, "truncated", False) else ""
     box.caption(
         f"Integrated Gradients on the word embeddings, relative to an empty review; scores in logit units "

@@ -25,6 +25,7 @@ from app import (
     MODEL_DIR_ENV,
     UNCERTAIN,
     cap_review,
+    code_span,
     confidence_histogram,
     download_name,
     guess_text_column,
@@ -261,6 +262,13 @@ def test_highlight_html_keeps_offsets_line_breaks_and_unread_text():
 )
 def test_highlight_html_never_repeats_or_invents_text(words):
     assert visible_text(highlight_html("a b", words)) == "a b"
+
+
+@pytest.mark.parametrize(
+    ("word", "expected"), [("great", "` great `"), ("`", "`` ` ``"), ("a``b", "``` a``b ```"), ("$x$", "` $x$ `")]
+)
+def test_code_span_shows_any_word_literally(word, expected):
+    assert code_span(word) == expected
 
 
 def test_word_colour_and_legend():
