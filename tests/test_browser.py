@@ -211,14 +211,16 @@ def test_uploaded_file_is_scored_summarised_and_downloaded(sync_api, app_server,
 
         started = time.monotonic()
         page.get_by_role("button", name=f"Score {UPLOAD_ROWS:,} reviews").click()
-        expect(page.get_by_text("reviews/s")).to_be_visible(timeout=PREDICTION_TIMEOUT_MS + 1_000 * UPLOAD_ROWS)
+        download_button = page.get_by_role("button", name="Download the results (CSV)")  # the results' last element
+        expect(download_button).to_be_visible(timeout=PREDICTION_TIMEOUT_MS + 1_000 * UPLOAD_ROWS)
         scoring_s = time.monotonic() - started
+        expect(page.get_by_text("reviews/s")).to_be_visible()
         expect(page.get_by_test_id("stDataFrame")).to_be_visible()
         expect(page.get_by_test_id("stVegaLiteChart")).to_have_count(2)  # verdict shares and confidence histogram
         expect(page.get_by_test_id("stMetric").filter(has_text="UNCERTAIN")).to_be_visible()
 
         with page.expect_download() as download_info:
-            page.get_by_role("button", name="Download the results (CSV)").click()
+            download_button.click()
         download = download_info.value
         assert download.suggested_filename == f"reviews_{UPLOAD_ROWS}_predictions.csv"
         saved = tmp_path / "downloaded.csv"
