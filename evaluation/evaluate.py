@@ -45,8 +45,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--output-dir", type=Path, default=PROJECT_ROOT / "results" / "evaluation",
                         help="Where the JSON report and plots go.")
     parser.add_argument("--trust-pickle-weights", action="store_true",
-                        help="Also load an adapter saved as pickle (adapter_model.bin). Unpickling runs whatever code the "
-                             "file's author put in it: use only for a file you made or fully trust. Default: safetensors only.")
+                        help="Also load an adapter saved as pickle (adapter_model.bin). A pickle can carry code; PyTorch's restricted "
+                             "loader stops the known ways to run it but has been bypassed before. Use only for a file you made "
+                             "or fully trust. Default: safetensors only.")
     parser.add_argument("--record", action="store_true",
                         help="Also store these metrics as the adapter's test metrics (in its metrics.json).")
     return parser.parse_args(argv)

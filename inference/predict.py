@@ -263,8 +263,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--precision", choices=PRECISIONS, default="auto", help="auto (default): int8 on the CPU, bf16 on a GPU; fp32: the exact, slower path.")
     parser.add_argument("--long-reviews", choices=LONG_REVIEW_MODES, default="truncate", help="truncate (default): the head and tail the adapter was trained on; sliding: average overlapping windows over the whole review.")
     parser.add_argument("--trust-pickle-weights", action="store_true",
-                        help="Also load an adapter saved as pickle (adapter_model.bin). Unpickling runs whatever code the "
-                             "file's author put in it: use only for a file you made or fully trust. Default: safetensors only.")
+                        help="Also load an adapter saved as pickle (adapter_model.bin). A pickle can carry code; PyTorch's restricted "
+                             "loader stops the known ways to run it but has been bypassed before. Use only for a file you made "
+                             "or fully trust. Default: safetensors only.")
     parser.add_argument("--no-calibration", action="store_true", help="Report raw softmax probabilities instead of temperature-scaled ones.")
     parser.add_argument("--json", action="store_true", help="Print JSON lines instead of a table.")
     parser.add_argument("--explain", action="store_true", help="Also say why: the words that pushed each review towards each label, with scores (Integrated Gradients; seconds per review on a CPU). With --json, every word and its offsets.")
