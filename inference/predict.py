@@ -38,7 +38,11 @@ DEFAULT_MODEL_DIR = PROJECT_ROOT / "trained_model"
 OUTPUT_SUFFIXES = (".csv", ".jsonl")
 
 
-class EmptyTextError(ValueError):
+class TextError(ValueError):
+    """A review the model cannot read; the message names the review and what to do."""
+
+
+class EmptyTextError(TextError):
     """A review with no text: there is nothing to predict."""
 
 
@@ -165,6 +169,11 @@ class Predictor:
         for index, text in enumerate(texts):
             if not isinstance(text, str) or not text.strip():
                 raise EmptyTextError(f"Review {index + 1} is empty; give some text to classify.")
+            if not is_unicode_text(text):
+                raise TextError(
+                    f"Review {index + 1} holds bytes that are not UTF-8 text (lone surrogates, as Python makes of "
+                    f"undecodable input); re-encode it as UTF-8, e.g. iconv -f latin1 -t utf-8."
+                )
         if self.long_reviews == "sliding":
             token_ids, owner = encode_windows(self.tokenizer, texts, self.config.max_length)
         else:
@@ -220,6 +229,22 @@ class Predictor:
 
 
 # ----------------------------------------------------------------------------- command line
+
+
+def is_unicode_text(text: str) -> bool:
+    """False for strings holding lone surrogates (undecodable bytes), which no tokenizer can read."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def read_stdin() -> str:
+    try:
+        return sys.stdin.buffer.read().decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise DataError(f"Standard input is not UTF-8 text ({error}); re-encode it, e.g. iconv -f latin1 -t utf-8.") from error
 
 
 def predict_table(predictor: Predictor, texts: list[str], batch_size: int, progress: bool) -> list[dict]:
@@ -291,9 +316,12 @@ def main(args: argparse.Namespace) -> list[dict]:
         frame = read_table(args.file, text_column=args.text_column)
         texts = frame[args.text_column].tolist()
     else:
-        texts = args.texts or [line for line in sys.stdin.read().splitlines() if line.strip()]
+        texts = args.texts or [line for line in read_stdin().splitlines() if line.strip()]
         if not texts or not any(text.strip() for text in texts):
             raise EmptyTextError("No review given: pass text as arguments, on stdin, or with --file.")
+        for index, text in enumerate(texts):
+            if not is_unicode_text(text):
+                raise TextError(f"Review {index + 1} on the command line is not UTF-8 text; pass it as UTF-8.")
         frame = pd.DataFrame({"text": texts})
     predictor = Predictor.from_pretrained(
         args.model, device=args.device or (str(launch.device) if launch else None), precision=args.precision,
@@ -333,7 +361,7 @@ def main(args: argparse.Namespace) -> list[dict]:
 def cli(argv: list[str] | None = None) -> int:
     try:
         main(parse_args(argv))
-    except (DataError, ModelLoadError, EmptyTextError) as error:
+    except (DataError, ModelLoadError, TextError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     return 0

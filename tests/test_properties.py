@@ -88,15 +88,12 @@ def test_the_longest_review_is_predicted(predictor):
 
 
 # Python strings can hold lone surrogates, which are not Unicode text: the CLI gets them from non-UTF-8
-# bytes in its arguments or on stdin (surrogateescape). Today they end in a traceback from the tokenizer
-# or pyarrow; these two tests say what should happen and turn red (strict xfail) once it does.
-@pytest.mark.xfail(strict=True, reason="Predictor passes lone surrogates to the tokenizer: TypeError, not a clear ValueError")
+# bytes in its arguments (surrogateescape). They get one clear error, never a tokenizer traceback.
 def test_a_lone_surrogate_gets_a_clear_value_error(predictor):
     with pytest.raises(ValueError):
         predictor.predict_one("caf\udce9 is great")
 
 
-@pytest.mark.xfail(strict=True, reason="predict.py shows a UnicodeEncodeError traceback for non-UTF-8 arguments")
 def test_non_utf8_bytes_on_the_command_line_give_one_error_line(tiny_adapter):
     result = subprocess.run(
         [sys.executable, "inference/predict.py", "--model", str(tiny_adapter), b"caf\xe9 great"],
@@ -104,3 +101,13 @@ def test_non_utf8_bytes_on_the_command_line_give_one_error_line(tiny_adapter):
     )
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1].startswith("error: ")
+
+
+def test_non_utf8_bytes_on_stdin_give_one_error_line(tiny_adapter):
+    result = subprocess.run(
+        [sys.executable, "inference/predict.py", "--model", str(tiny_adapter)],
+        input=b"caf\xe9 great\n", capture_output=True, cwd=PROJECT_ROOT, timeout=180,
+    )
+    stderr = result.stderr.decode()
+    assert result.returncode == 2 and "Traceback" not in stderr
+    assert "not UTF-8" in stderr.strip().splitlines()[-1]
