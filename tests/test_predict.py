@@ -103,7 +103,10 @@ def bad_inputs(tmp_path):
     empty.write_text("")
     word = tmp_path / "reviews.docx"
     word.write_bytes(b"PK\x03\x04")
+    header_only = tmp_path / "header_only.csv"
+    header_only.write_text("text,label\n")
     return {
+        header_only: "has no rows",
         latin1: "not valid UTF-8",
         no_column: "no 'text' column",
         binary: "could not be read",

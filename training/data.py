@@ -69,6 +69,8 @@ def read_table(path: str | Path, text_column: str | None = "text") -> pd.DataFra
         ) from error
     except (ValueError, OSError, pd.errors.ParserError) as error:
         raise DataError(f"{path} could not be read as {suffix[1:]}: {error}") from error
+    if frame.empty:  # e.g. a CSV with a header and no rows
+        raise DataError(f"{path} has no rows to read (columns: {', '.join(map(str, frame.columns)) or 'none'}).")
     if text_column is None:
         return frame.reset_index(drop=True)
     if text_column not in frame.columns:
