@@ -211,3 +211,10 @@ def test_temperature_saved_with_the_adapter_scales_the_logits(tiny_adapter, tmp_
     (folder / "calibration.json").write_text("{not json")
     with pytest.raises(ModelLoadError, match="calibration.json is corrupt"):
         Predictor.from_pretrained(folder, device="cpu")
+
+
+def test_an_interrupted_publish_points_to_the_intact_previous_adapter(tiny_adapter, tmp_path):
+    # The state a kill between publish_adapter's two renames leaves: only the retired folder exists.
+    shutil.copytree(tiny_adapter, tmp_path / ".adapter.old-1234")
+    with pytest.raises(ModelLoadError, match=r"previous adapter is intact at .*\.adapter\.old-1234"):
+        Predictor.from_pretrained(tmp_path / "adapter")

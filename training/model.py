@@ -316,6 +316,14 @@ def check_adapter_folder(folder: Path, trust_pickle: bool = False) -> None:
     """
     fix = f"Train one with: python training/train.py --output-dir {folder}  (or restore the shipped one: git checkout -- trained_model)"
     if not folder.is_dir():
+        # train.py publishes by renaming the old adapter aside, then the new one in: a kill between the
+        # two renames leaves the old adapter whole beside the folder (see publish_adapter).
+        retired = sorted(folder.parent.glob(f".{folder.name}.old-*")) if folder.name else []
+        if retired:
+            raise ModelLoadError(
+                f"No adapter folder at {folder}, but a publish was interrupted and the previous adapter is intact at "
+                f"{retired[-1]}. Restore it with: mv '{retired[-1]}' '{folder}'"
+            )
         raise ModelLoadError(f"No adapter folder at {folder}. {fix}")
     if not (folder / ADAPTER_WEIGHTS_FILE).exists():
         if not (folder / PICKLE_WEIGHTS_FILE).exists():
