@@ -88,6 +88,7 @@ class BenchConfig:
     train_steps: int = 200
     train_batch_size: int = 32
     train_max_length: int = 512
+    threads: int | None = None  # None: PyTorch's default (one per core)
     smoke: bool = False
     output: str | None = None
 
@@ -120,6 +121,9 @@ def parse_args(argv: list[str] | None = None) -> BenchConfig:
     add("--gpu-pipeline-batch-size", type=int, default=defaults.gpu_pipeline_batch_size, help="Pipeline batch size on the GPU.")
     add("--train-steps", type=int, default=defaults.train_steps, help="Optimizer steps per training setup.")
     add("--train-batch-size", type=int, default=defaults.train_batch_size, help="Training batch size for both setups.")
+    add("--threads", type=int, default=None,
+        help="CPU threads for every system, in process and in the CLI subprocesses (default: PyTorch's, one per core). "
+             "On a machine other jobs load, 1 avoids threads waiting on descheduled siblings, which distorts small calls most.")
     add("--smoke", action="store_true", help="Tiny model, 20 reviews, every part on the CPU: checks that it all runs, in well under a minute.")
     add("--output", default=None, help="JSON file to write (default: results/benchmarks/benchmark-<date>.json).")
     args = vars(parser.parse_args(argv))
@@ -340,7 +344,7 @@ def bench_cli(config: BenchConfig, model_dir: Path, workdir: Path) -> dict:
                             "--output", str(workdir / "pipeline_script.csv"), "--model", str(model_dir),
                             "--batch-size", str(config.pipeline_batch_size), "--device", "cpu"],
     }
-    environment = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    environment = {**os.environ, "HF_HUB_OFFLINE": "1", **thread_environment(config.threads)}
     result = {"reviews": len(reviews), "commands": {name: shlex.join(command) for name, command in commands.items()}}
     for name in ("pipeline_script", "predict_cli"):
         started = time.perf_counter()
@@ -361,7 +365,7 @@ def bench_cli(config: BenchConfig, model_dir: Path, workdir: Path) -> dict:
 
 def bench_app(config: BenchConfig, model_dir: Path, inference_result: dict | None) -> dict:
     """Start-up to the first prediction in a real browser, then per-request latency of the app script."""
-    result = {"start_to_first_prediction": browser_first_prediction(model_dir)}
+    result = {"start_to_first_prediction": browser_first_prediction(model_dir, config.threads)}
     result["per_request"] = app_request_latency(config, model_dir)
     if inference_result and "systems" in inference_result:
         result["per_request_p50_ratio_to_pipeline"] = ratio(
@@ -370,7 +374,7 @@ def bench_app(config: BenchConfig, model_dir: Path, inference_result: dict | Non
     return result
 
 
-def browser_first_prediction(model_dir: Path) -> dict:
+def browser_first_prediction(model_dir: Path, threads: int | None) -> dict:
     """`streamlit run app.py` as a user starts it; headless Chromium types a review and waits for the verdict."""
     try:
         from playwright.sync_api import sync_playwright
@@ -381,7 +385,7 @@ def browser_first_prediction(model_dir: Path) -> dict:
     port = free_port()
     command = [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true", "--server.port", str(port),
                "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false"]
-    environment = {**os.environ, "HF_HUB_OFFLINE": "1", "SENTIMENT_MODEL_DIR": str(model_dir)}
+    environment = {**os.environ, "HF_HUB_OFFLINE": "1", "SENTIMENT_MODEL_DIR": str(model_dir), **thread_environment(threads)}
     started = time.monotonic()
     server = subprocess.Popen(command, cwd=PROJECT_ROOT, env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
@@ -407,6 +411,11 @@ def browser_first_prediction(model_dir: Path) -> dict:
             server.kill()
     return {"seconds": round(first_prediction_s, 2), "review_box_shown_s": round(box_s, 2), "app_caption": caption,
             "method": "wall time from starting `streamlit run app.py` to the verdict on screen in headless Chromium"}
+
+
+def thread_environment(threads: int | None) -> dict:
+    """Environment that gives a subprocess's PyTorch `threads` CPU threads ({} for its default)."""
+    return {} if threads is None else {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
 
 
 def free_port() -> int:
@@ -604,6 +613,10 @@ def table(report: dict) -> str:
 
 def main(config: BenchConfig, argv: list[str] | None = None) -> dict:
     """Run the chosen parts, write the JSON report, return it. A part that fails is recorded, not fatal."""
+    if config.threads is not None:
+        import torch
+
+        torch.set_num_threads(config.threads)
     started = datetime.datetime.now().astimezone()
     report = {
         "date": started.isoformat(timespec="seconds"),
