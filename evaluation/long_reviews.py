@@ -42,7 +42,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="Score a stratified, seeded sample of this many qualifying reviews (default: all of them).")
     parser.add_argument("--seed", type=int, default=0, help="Seed for --limit's sample.")
     parser.add_argument("--precision", choices=PRECISIONS, default="auto",
-                        help="How the model runs, the same for both modes (default auto: int8 on the CPU, bf16 on a GPU).")
+                        help="How the model runs, the same for both modes (default auto: fp32 on the CPU, bf16 on a GPU).")
     parser.add_argument("--batch-size", type=positive_int, default=32, help="Inputs (reviews or windows) per forward pass.")
     parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: a GPU if there is one).")
     parser.add_argument("--output", type=Path, default=PROJECT_ROOT / "results" / "long_reviews.json",

@@ -13,7 +13,7 @@ PREDICTIONS_PER_THREAD = 100
 
 
 def test_sixteen_threads_on_one_predictor_get_exactly_the_sequential_results(tiny_adapter, small_imdb):
-    # The app's configuration: the default precision (int8 on the CPU), one review per call.
+    # The app's configuration: the default precision (fp32 on the CPU), one review per call.
     predictor = Predictor.from_pretrained(tiny_adapter, device="cpu")
     reviews = pd.read_parquet(small_imdb / "test.parquet")["text"].tolist()[:PREDICTIONS_PER_THREAD]
     sequential = [predictor.predict_one(review) for review in reviews]

@@ -84,8 +84,8 @@ def test_attributions_add_up_to_the_change_from_the_baseline(shipped, shipped_ex
     assert completeness_error(coarse) > 10 * RELATIVE_TOLERANCE * abs(coarse.prediction_minus_baseline)
 
 
-def test_default_precision_explains_with_an_fp32_copy_and_reports_its_own_prediction(tiny_adapter, tiny):
-    quantized = Predictor.from_pretrained(tiny_adapter, device="cpu")  # "auto": int8 on the CPU
+def test_int8_precision_explains_with_an_fp32_copy_and_reports_its_own_prediction(tiny_adapter, tiny):
+    quantized = Predictor.from_pretrained(tiny_adapter, device="cpu", precision="int8")
     assert quantized.precision == "int8"
     text = "A moving, beautifully acted film."
     explanation = quantized.explain(text)

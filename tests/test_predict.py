@@ -178,14 +178,14 @@ def test_sliding_windows_match_truncation_on_short_reviews_and_read_all_of_long_
     assert np.allclose(probabilities.sum(axis=1), 1.0)
 
 
-def test_int8_is_the_cpu_default_and_fp32_stays_selectable(tiny_adapter):
+def test_fp32_is_the_cpu_default_and_int8_is_selectable(tiny_adapter):
     from inference.predict import resolve_precision
 
-    assert resolve_precision("auto", __import__("torch").device("cpu")) == "int8"
+    assert resolve_precision("auto", __import__("torch").device("cpu")) == "fp32"
     with pytest.raises(ValueError, match="CPU only"):
         resolve_precision("int8", __import__("torch").device("cuda"))
-    fast = Predictor.from_pretrained(tiny_adapter, device="cpu")
-    exact = Predictor.from_pretrained(tiny_adapter, device="cpu", precision="fp32")
+    fast = Predictor.from_pretrained(tiny_adapter, device="cpu", precision="int8")
+    exact = Predictor.from_pretrained(tiny_adapter, device="cpu")
     assert fast.precision == "int8" and exact.precision == "fp32"
     def quantized(model):
         return any(".quantized." in type(module).__module__ for module in model.modules())

@@ -33,7 +33,7 @@ any_text = st.one_of(short_texts, long_texts, blank_texts, st.sampled_from(["", 
 
 @pytest.fixture(scope="module")
 def predictor(tiny_adapter) -> Predictor:
-    return Predictor.from_pretrained(tiny_adapter, device="cpu")  # the default precision: int8 on the CPU
+    return Predictor.from_pretrained(tiny_adapter, device="cpu")  # the default precision (fp32 on the CPU)
 
 
 @pytest.fixture(scope="module")
