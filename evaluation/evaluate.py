@@ -31,13 +31,18 @@ from training.model import METRICS_FILE, ModelLoadError, read_metrics
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_model_and_data_arguments(parser: argparse.ArgumentParser) -> None:
+    """--model, --data and --split: which adapter to measure on which labelled reviews (shared by the evaluation scripts)."""
     parser.add_argument("--model", type=Path, default=DEFAULT_MODEL_DIR, help="Adapter folder (default: trained_model/).")
     parser.add_argument("--data", default="hub",
                         help="'hub' (stanfordnlp/imdb), a folder with test.parquet, or a labelled parquet/CSV/JSONL file. "
                              "Offline: --data ../shared/data/imdb")
     parser.add_argument("--split", default="test", help="Split to read from a folder or the hub (default: %(default)s).")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_model_and_data_arguments(parser)
     parser.add_argument("--limit", type=int, default=None, help="Evaluate a stratified, seeded subset of this many reviews.")
     parser.add_argument("--seed", type=int, default=0, help="Seed for --limit's subset.")
     parser.add_argument("--batch-size", type=positive_int, default=64, help="Reviews per forward pass.")

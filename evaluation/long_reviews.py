@@ -22,8 +22,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script 
 
 import numpy as np
 
+from evaluation.evaluate import add_model_and_data_arguments
 from evaluation.metrics import classification_metrics, softmax
-from inference.predict import DEFAULT_MODEL_DIR, LONG_REVIEW_MODES, PRECISIONS, Predictor, positive_int
+from inference.predict import LONG_REVIEW_MODES, PRECISIONS, Predictor, positive_int
 from training.data import DataError, encode_windows, load_split, stratified_subset
 from training.model import ModelLoadError
 
@@ -33,11 +34,7 @@ CHUNK = 64  # reviews per turn when the two modes take turns (see score_interlea
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", type=Path, default=DEFAULT_MODEL_DIR, help="Adapter folder (default: trained_model/).")
-    parser.add_argument("--data", default="hub",
-                        help="'hub' (stanfordnlp/imdb), a folder with test.parquet, or a labelled parquet/CSV/JSONL file. "
-                             "Offline: --data ../shared/data/imdb")
-    parser.add_argument("--split", default="test", help="Split to read from a folder or the hub (default: %(default)s).")
+    add_model_and_data_arguments(parser)
     parser.add_argument("--limit", type=positive_int, default=None,
                         help="Score a stratified, seeded sample of this many qualifying reviews (default: all of them).")
     parser.add_argument("--seed", type=int, default=0, help="Seed for --limit's sample.")
