@@ -70,7 +70,8 @@ def resolve_precision(precision: str, device: torch.device) -> str:
             return "fp32"
         return "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
     if precision == "int8" and device.type != "cpu":
-        raise ValueError("int8 (dynamic quantization) runs on the CPU only; use --precision bf16 or fp32 on a GPU.")
+        # ModelLoadError, not ValueError: the CLIs turn it into one `error:` line instead of a traceback.
+        raise ModelLoadError("int8 (dynamic quantization) runs on the CPU only; use --precision bf16 or fp32 on a GPU.")
     return precision
 
 

@@ -182,7 +182,7 @@ def test_fp32_is_the_cpu_default_and_int8_is_selectable(tiny_adapter):
     from inference.predict import resolve_precision
 
     assert resolve_precision("auto", __import__("torch").device("cpu")) == "fp32"
-    with pytest.raises(ValueError, match="CPU only"):
+    with pytest.raises(ModelLoadError, match="CPU only"):
         resolve_precision("int8", __import__("torch").device("cuda"))
     fast = Predictor.from_pretrained(tiny_adapter, device="cpu", precision="int8")
     exact = Predictor.from_pretrained(tiny_adapter, device="cpu")
