@@ -17,9 +17,8 @@ import json
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
+from training.paths import DEFAULT_MODEL_DIR
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
 LABELS = {0: "NEGATIVE", 1: "POSITIVE"}
 
 
@@ -48,7 +47,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--file", type=Path, required=True, help="CSV with a text column.")
     parser.add_argument("--output", type=Path, required=True, help="CSV to write, with predicted_label and score added.")
-    parser.add_argument("--model", type=Path, default=PROJECT_ROOT / "trained_model", help="Adapter folder (default: the shipped one).")
+    parser.add_argument("--model", type=Path, default=DEFAULT_MODEL_DIR, help="Adapter folder (default: the shipped one).")
     parser.add_argument("--batch-size", type=int, default=1, help="Reviews per forward pass (default: the pipeline's own, 1).")
     parser.add_argument("--device", default="cpu", help="cpu, or cuda / a GPU index.")
     args = parser.parse_args(argv)

@@ -13,16 +13,14 @@ is never read.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
-
 from evaluation.metrics import calibration_record
-from inference.predict import DEFAULT_MODEL_DIR, Predictor, positive_int
-from training.data import DataError
+from inference import options
+from inference.predictor import Predictor
+from training.data import DataError, load_train_validation
 from training.model import (
     CALIBRATION_FILE,
     ModelLoadError,
@@ -31,29 +29,30 @@ from training.model import (
     read_metrics,
     write_calibration,
 )
-from training.train import TrainConfig, load_data
+from training.paths import PROJECT_ROOT
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", type=Path, default=DEFAULT_MODEL_DIR, help="Adapter folder to calibrate (default: trained_model/).")
-    parser.add_argument("--data", default=None,
-                        help="The training data the adapter was trained on, if it has moved since (default: the path "
-                             "recorded in its sentiment_config.json). Offline: --data ../shared/data/imdb")
-    parser.add_argument("--batch-size", type=positive_int, default=64, help="Reviews per forward pass.")
-    parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: a GPU if there is one).")
+    options.add_model(parser)
+    options.add_training_data(parser)
+    options.add_batch_size(parser, default=64)
+    options.add_device(parser)
     return parser.parse_args(argv)
 
 
 def main(args: argparse.Namespace) -> dict:
     """Fit and write the temperature; returns the record written to MODEL/calibration.json."""
     check_adapter_folder(args.model)
-    train_config = recorded_train_config(args.model, args.data)
-    _, validation = load_data(train_config)
+    split = recorded_split(args.model, args.data)
+    _, validation = load_train_validation(
+        readable_data(split["data"], given=args.data is not None), split["validation_fraction"], split["seed"],
+        split["train_limit"], split["validation_limit"],
+    )
     expected = read_metrics(args.model).get("validation", {}).get("num_examples")
     if expected is not None and expected != len(validation):
         raise DataError(
-            f"{train_config.data} gives a validation split of {len(validation)} reviews, but the adapter was "
+            f"{split['data']} gives a validation split of {len(validation)} reviews, but the adapter was "
             f"selected on {expected}: this is not the data it was trained on. Pass that data with --data."
         )
 
@@ -65,16 +64,16 @@ def main(args: argparse.Namespace) -> dict:
     labels = validation["label"].to_numpy()
 
     record = calibration_record(logits, labels)
-    record["split"] = {"data": str(train_config.data), "validation_fraction": train_config.validation_fraction,
-                       "seed": train_config.seed, "validation_limit": train_config.validation_limit,
+    record["split"] = {"data": str(split["data"]), "validation_fraction": split["validation_fraction"],
+                       "seed": split["seed"], "validation_limit": split["validation_limit"],
                        "accuracy": float((logits.argmax(axis=1) == labels).mean())}
     record["logits"] = f"fp32 on {predictor.device_name}, {predictor.config.truncation} truncation to {predictor.config.max_length} tokens"
     write_calibration(args.model, record)
     return {**record, "seconds": round(seconds, 1)}
 
 
-def recorded_train_config(model_dir: Path, data: str | None) -> TrainConfig:
-    """The training settings recorded with an adapter (only `data` may be overridden): they define its split."""
+def recorded_split(model_dir: Path, data: str | None) -> dict:
+    """The settings recorded with an adapter that define its validation split (only `data` may be overridden)."""
     recorded = SentimentConfig.load(model_dir).training
     missing = [key for key in ("data", "validation_fraction", "seed") if key not in recorded]
     if missing:
@@ -82,9 +81,20 @@ def recorded_train_config(model_dir: Path, data: str | None) -> TrainConfig:
             f"{model_dir}'s sentiment_config.json has no training record of {', '.join(missing)}, so the validation "
             f"split it was selected on cannot be rebuilt. Retrain it with training/train.py, which calibrates it."
         )
-    known = {field.name for field in dataclasses.fields(TrainConfig)}
-    settings = {key: value for key, value in recorded.items() if key in known}
-    return TrainConfig(**{**settings, "data": data if data is not None else recorded["data"]})
+    return {
+        "data": data if data is not None else recorded["data"],
+        "validation_fraction": recorded["validation_fraction"],
+        "seed": recorded["seed"],
+        "train_limit": recorded.get("train_limit"),
+        "validation_limit": recorded.get("validation_limit"),
+    }
+
+
+def readable_data(data: str, given: bool) -> str:
+    """train.py records local data relative to the project root; --data on this command line is relative to here."""
+    if not given and not Path(data).is_absolute() and (PROJECT_ROOT / data).exists():
+        return str(PROJECT_ROOT / data)
+    return data
 
 
 def cli(argv: list[str] | None = None) -> int:

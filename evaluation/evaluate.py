@@ -19,40 +19,27 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
-
 import numpy as np
 
 from evaluation.metrics import classification_metrics, reliability_bins, softmax
-from inference.predict import DEFAULT_MODEL_DIR, Predictor, positive_int
+from inference import options
+from inference.predictor import Predictor
 from training.data import DataError, load_split, stratified_subset
 from training.model import METRICS_FILE, ModelLoadError, read_metrics
-
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
-
-
-def add_model_and_data_arguments(parser: argparse.ArgumentParser) -> None:
-    """--model, --data and --split: which adapter to measure on which labelled reviews (shared by the evaluation scripts)."""
-    parser.add_argument("--model", type=Path, default=DEFAULT_MODEL_DIR, help="Adapter folder (default: trained_model/).")
-    parser.add_argument("--data", default="hub",
-                        help="'hub' (stanfordnlp/imdb), a folder with test.parquet, or a labelled parquet/CSV/JSONL file. "
-                             "Offline: --data ../shared/data/imdb")
-    parser.add_argument("--split", default="test", help="Split to read from a folder or the hub (default: %(default)s).")
+from training.paths import RESULTS_DIR
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_model_and_data_arguments(parser)
+    options.add_model(parser)
+    options.add_labelled_data(parser)
     parser.add_argument("--limit", type=int, default=None, help="Evaluate a stratified, seeded subset of this many reviews.")
     parser.add_argument("--seed", type=int, default=0, help="Seed for --limit's subset.")
-    parser.add_argument("--batch-size", type=positive_int, default=64, help="Reviews per forward pass.")
-    parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: a GPU if there is one).")
-    parser.add_argument("--output-dir", type=Path, default=PROJECT_ROOT / "results" / "evaluation",
+    options.add_batch_size(parser, default=64)
+    options.add_device(parser)
+    parser.add_argument("--output-dir", type=Path, default=RESULTS_DIR / "evaluation",
                         help="Where the JSON report and plots go.")
-    parser.add_argument("--trust-pickle-weights", action="store_true",
-                        help="Also load an adapter saved as pickle (adapter_model.bin). A pickle can carry code; PyTorch's restricted "
-                             "loader stops the known ways to run it but has been bypassed before. Use only for a file you made "
-                             "or fully trust. Default: safetensors only.")
+    options.add_trust_pickle_weights(parser)
     parser.add_argument("--record", action="store_true",
                         help="Also store these metrics as the adapter's test metrics (in its metrics.json).")
     return parser.parse_args(argv)

@@ -18,31 +18,30 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
-
 import numpy as np
 
-from evaluation.evaluate import add_model_and_data_arguments
 from evaluation.metrics import classification_metrics, softmax
-from inference.predict import LONG_REVIEW_MODES, PRECISIONS, Predictor, positive_int
+from inference import options
+from inference.options import positive_int
+from inference.predictor import LONG_REVIEW_MODES, Predictor
 from training.data import DataError, encode_windows, load_split, stratified_subset
 from training.model import ModelLoadError
+from training.paths import RESULTS_DIR
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
 CHUNK = 64  # reviews per turn when the two modes take turns (see score_interleaved)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_model_and_data_arguments(parser)
+    options.add_model(parser)
+    options.add_labelled_data(parser)
     parser.add_argument("--limit", type=positive_int, default=None,
                         help="Score a stratified, seeded sample of this many qualifying reviews (default: all of them).")
     parser.add_argument("--seed", type=int, default=0, help="Seed for --limit's sample.")
-    parser.add_argument("--precision", choices=PRECISIONS, default="auto",
-                        help="How the model runs, the same for both modes (default auto: fp32 on the CPU, bf16 on a GPU).")
-    parser.add_argument("--batch-size", type=positive_int, default=32, help="Inputs (reviews or windows) per forward pass.")
-    parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: a GPU if there is one).")
-    parser.add_argument("--output", type=Path, default=PROJECT_ROOT / "results" / "long_reviews.json",
+    options.add_precision(parser)  # one loaded model, the same for both modes
+    options.add_batch_size(parser, default=32, what="Inputs (reviews or windows)")
+    options.add_device(parser)
+    parser.add_argument("--output", type=Path, default=RESULTS_DIR / "long_reviews.json",
                         help="Where the JSON report goes (default: results/long_reviews.json).")
     return parser.parse_args(argv)
 

@@ -13,8 +13,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 
 @dataclasses.dataclass(frozen=True)

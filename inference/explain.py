@@ -1,6 +1,6 @@
 """Why a prediction came out as it did: how much each word of a review pushed it towards each label.
 
-    from inference.predict import Predictor
+    from inference.predictor import Predictor
     explanation = Predictor.from_pretrained().explain("The acting was wonderful but the plot was terrible.")
     explanation.top(3, "negative")      # [WordAttribution(word='terrible', start=..., end=..., score=-4.2), ...]
 
@@ -41,14 +41,12 @@ from training.data import clip_characters, encode_texts, special_token_frame, tr
 from training.model import load_classifier
 
 DIRECTIONS = ("positive", "negative")
-# Integration points (Captum's Gauss-Legendre rule). Measured on the shipped adapter over 11 IMDb
-# training reviews of 113 to 408 tokens: the completeness error was at most 0.03% of the explained
-# logit difference at 50 steps, but up to 0.6% at 32 and 5.8% at 16. Time grows with the steps.
+# Integration points (Captum's Gauss-Legendre rule): the fewest that keep the completeness error
+# negligible on IMDb reviews; time grows with the steps. Measurements: docs/inference.md.
 DEFAULT_STEPS = 50
 # Tokens per forward/backward pass over interpolated copies of the review, when internal_batch_size
-# is not given: 16 copies of a 512-token review. Bigger passes run faster on the CPU (measured: a
-# 262-token review took 16 s of CPU at 50 copies a pass, 22 s at 10) but hold every copy's attention
-# maps for the backward pass (2.4 GB resident at 50 such copies, 1.1 GB at 10).
+# is not given: 16 copies of a 512-token review. Bigger passes run faster on the CPU but hold every
+# copy's attention maps for the backward pass; this balances the two (measurements: docs/inference.md).
 TOKENS_PER_PASS = 8192
 # A word: letters and digits with inner apostrophes or hyphens (don't, well-made), or any other single
 # non-space character (punctuation, an emoji). See group_into_words for how pieces join words.
@@ -146,7 +144,7 @@ def explain_texts(predictor, texts: list[str], n_steps: int = DEFAULT_STEPS) -> 
     return [explain(predictor, text, n_steps) for text in texts]
 
 
-_FP32_MODELS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # predictor -> its fp32 twin
+_FP32_MODELS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # predictor -> its fp32 twin
 _FP32_LOCK = threading.Lock()
 
 

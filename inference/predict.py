@@ -4,245 +4,37 @@
     cat reviews.txt | python inference/predict.py
     python inference/predict.py --file reviews.csv --output predictions.csv
 
-`Predictor` is the one inference path: the CLI, the Streamlit app and evaluation/evaluate.py all use
-it, so the figures evaluation reports are the ones users get.
+The command line over `Predictor` (inference/predictor.py), the one inference path: the CLI, the
+Streamlit app and evaluation/evaluate.py all use it, so the figures evaluation reports are the ones
+users get.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
+from inference import options
 
-import numpy as np
-import torch
-
-from evaluation.metrics import softmax
-from training.data import DataError, encode_texts, encode_windows, read_table
-from training.model import (
-    ModelLoadError,
-    SentimentConfig,
-    describe_device,
-    load_classifier,
-    pick_device,
-    read_calibration,
-    read_metrics,
+# The library half, re-exported under the names app.py, the benchmarks and the tests import from here.
+from inference.predictor import (  # noqa: F401
+    LONG_REVIEW_MODES,
+    PRECISIONS,
+    EmptyTextError,
+    Prediction,
+    Predictor,
+    TextError,
+    is_unicode_text,
+    predict_table,
+    resolve_precision,
 )
+from training.data import DataError, read_table
+from training.model import ModelLoadError
+from training.paths import DEFAULT_MODEL_DIR, PROJECT_ROOT  # noqa: F401 (re-exported: app.py imports them from here)
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_MODEL_DIR = PROJECT_ROOT / "trained_model"
 OUTPUT_SUFFIXES = (".csv", ".jsonl")
-
-
-class TextError(ValueError):
-    """A review the model cannot read; the message names the review and what to do."""
-
-
-class EmptyTextError(TextError):
-    """A review with no text: there is nothing to predict."""
-
-
-@dataclasses.dataclass(frozen=True)
-class Prediction:
-    label: str
-    confidence: float  # probability of `label`
-    probabilities: dict[str, float]  # every label's probability; they sum to 1
-
-
-PRECISIONS = ("auto", "fp32", "int8", "bf16")
-LONG_REVIEW_MODES = ("truncate", "sliding")
-
-
-def resolve_precision(precision: str, device: torch.device) -> str:
-    """'auto' means fp32 on the CPU and bf16 on a GPU that supports it; int8 is an opt-in for CPU speed.
-
-    int8 is not the CPU default: on 1,000 IMDb test reviews it changed 17 labels and cost 0.7 points of
-    accuracy against fp32 (benchmarks/benchmark.py), beyond the 0.3 points this project allows a speed-up.
-    """
-    if precision not in PRECISIONS:
-        raise ValueError(f"Unknown precision '{precision}'; choose from {', '.join(PRECISIONS)}.")
-    if precision == "auto":
-        if device.type == "cpu":
-            return "fp32"
-        return "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
-    if precision == "int8" and device.type != "cpu":
-        # ModelLoadError, not ValueError: the CLIs turn it into one `error:` line instead of a traceback.
-        raise ModelLoadError("int8 (dynamic quantization) runs on the CPU only; use --precision bf16 or fp32 on a GPU.")
-    return precision
-
-
-def quantize_int8(model, keep_exact: tuple[str, ...] = ("classifier", "pooler")):
-    """Dynamic int8 quantization of the encoder's Linear layers, per output channel, on the CPU.
-
-    Weights are stored as int8 with one scale per output row; activations are quantized on the fly.
-    The small head stays fp32: it decides the label, costs nothing, and per-tensor int8 there
-    flipped borderline reviews in our measurements.
-    """
-    import warnings
-
-    from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
-
-    spec = {
-        name: per_channel_dynamic_qconfig
-        for name, module in model.named_modules()
-        if isinstance(module, torch.nn.Linear) and not any(part in name for part in keep_exact)
-    }
-    with warnings.catch_warnings():  # torch.ao.quantization announces its move to torchao on every call
-        warnings.simplefilter("ignore")
-        return quantize_dynamic(model, spec, dtype=torch.qint8)
-
-
-class Predictor:
-    """Base model + adapter loaded once; predicts one review or many in length-sorted batches.
-
-    `precision`: how the model runs ("auto": fp32 on the CPU, bf16 on a GPU; "int8": faster on the CPU, less accurate).
-    `temperature`: logits are divided by it before the softmax (1.0 = uncalibrated).
-    `long_reviews`: "truncate" keeps the head and tail the adapter was trained with; "sliding" reads
-    the whole review in overlapping windows and averages their logits.
-    """
-
-    def __init__(
-        self,
-        model,
-        tokenizer,
-        config: SentimentConfig,
-        device: torch.device,
-        model_dir: Path,
-        precision: str = "fp32",
-        temperature: float = 1.0,
-        long_reviews: str = "truncate",
-    ):
-        if long_reviews not in LONG_REVIEW_MODES:
-            raise ValueError(f"Unknown long-review mode '{long_reviews}'; choose from {', '.join(LONG_REVIEW_MODES)}.")
-        self.model, self.tokenizer, self.config = model, tokenizer, config
-        self.device, self.model_dir = device, model_dir
-        self.precision, self.temperature, self.long_reviews = precision, float(temperature), long_reviews
-
-    @classmethod
-    def from_pretrained(
-        cls,
-        model_dir: str | Path = DEFAULT_MODEL_DIR,
-        device: str | None = None,
-        precision: str = "auto",
-        calibrated: bool = True,
-        long_reviews: str = "truncate",
-        trust_pickle: bool = False,
-    ) -> "Predictor":
-        """`trust_pickle`: also load a pickle (.bin) adapter, which can run code when loaded."""
-        device = pick_device(device)
-        precision = resolve_precision(precision, device)
-        model, tokenizer, config = load_classifier(Path(model_dir), device=device, merge=True, trust_pickle=trust_pickle)
-        if precision == "int8":
-            model = quantize_int8(model)
-        elif precision == "bf16":
-            model = model.to(torch.bfloat16)
-        temperature = read_calibration(Path(model_dir)).get("temperature", 1.0) if calibrated else 1.0
-        return cls(model, tokenizer, config, device, Path(model_dir), precision, temperature, long_reviews)
-
-    @property
-    def labels(self) -> tuple[str, ...]:
-        return self.config.labels
-
-    @property
-    def device_name(self) -> str:
-        return describe_device(self.device)
-
-    def info(self) -> dict:
-        """What is loaded: base model, adapter folder, device, settings and the metrics recorded with it."""
-        return {
-            "base_model": self.config.base_model,
-            "adapter": str(self.model_dir),
-            "device": self.device_name,
-            "precision": self.precision,
-            "temperature": self.temperature,
-            "long_reviews": self.long_reviews,
-            "max_length": self.config.max_length,
-            "truncation": self.config.truncation,
-            "lora": self.config.lora,
-            "metrics": read_metrics(self.model_dir),
-        }
-
-    def predict_logits(self, texts: list[str], batch_size: int = 32, progress: bool = False) -> np.ndarray:
-        """Raw logits (before temperature), shape (len(texts), len(labels)). Raises EmptyTextError for a blank text."""
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, not {batch_size}.")
-        texts = list(texts)
-        for index, text in enumerate(texts):
-            if not isinstance(text, str) or not text.strip():
-                raise EmptyTextError(f"Review {index + 1} is empty; give some text to classify.")
-            if not is_unicode_text(text):
-                raise TextError(
-                    f"Review {index + 1} holds bytes that are not UTF-8 text (lone surrogates, as Python makes of "
-                    f"undecodable input); re-encode it as UTF-8, e.g. iconv -f latin1 -t utf-8."
-                )
-        if self.long_reviews == "sliding":
-            token_ids, owner = encode_windows(self.tokenizer, texts, self.config.max_length)
-        else:
-            token_ids = encode_texts(self.tokenizer, texts, self.config.max_length, self.config.truncation)
-            owner = list(range(len(texts)))
-        window_logits = self._forward(token_ids, batch_size, progress)
-        # Each review's logits: the mean over its windows (exactly its one row when truncating).
-        logits = np.zeros((len(texts), window_logits.shape[1]))
-        np.add.at(logits, owner, window_logits)
-        return logits / np.bincount(owner, minlength=len(texts))[:, None]
-
-    def predict_proba(self, texts: list[str], batch_size: int = 32, progress: bool = False) -> np.ndarray:
-        """Class probabilities, shape (len(texts), len(labels)), calibrated by the temperature."""
-        return softmax(self.predict_logits(texts, batch_size, progress) / self.temperature)
-
-    def predict(self, texts: list[str], batch_size: int = 32, progress: bool = False) -> list[Prediction]:
-        probabilities = self.predict_proba(texts, batch_size=batch_size, progress=progress)
-        return [self._prediction(row) for row in probabilities]
-
-    def predict_one(self, text: str) -> Prediction:
-        return self.predict([text])[0]
-
-    def explain(self, text: str, n_steps: int = 50):
-        """Which words pushed this prediction towards each label: an `inference.explain.Explanation`."""
-        from inference.explain import explain  # imported here: captum loads only when explaining
-
-        return explain(self, text, n_steps=n_steps)
-
-    def _forward(self, token_ids: list[list[int]], batch_size: int, progress: bool) -> np.ndarray:
-        """Logits for already-encoded inputs, run longest first so each batch pads to similar lengths."""
-        order = sorted(range(len(token_ids)), key=lambda i: -len(token_ids[i]))
-        logits = np.empty((len(token_ids), len(self.labels)), dtype=np.float64)
-        batches = range(0, len(order), batch_size)
-        if progress:
-            from tqdm.auto import tqdm
-
-            batches = tqdm(batches, desc="Predicting", unit="batch")
-        with torch.inference_mode():
-            for start in batches:
-                chosen = order[start : start + batch_size]
-                batch = self.tokenizer.pad({"input_ids": [token_ids[i] for i in chosen]}, return_tensors="pt")
-                output = self.model(**{key: value.to(self.device) for key, value in batch.items()}).logits
-                logits[chosen] = output.double().cpu().numpy()
-        return logits
-
-    def _prediction(self, row: np.ndarray) -> Prediction:
-        best = int(row.argmax())
-        return Prediction(
-            label=self.labels[best],
-            confidence=float(row[best]),
-            probabilities={label: float(p) for label, p in zip(self.labels, row)},
-        )
-
-
-# ----------------------------------------------------------------------------- command line
-
-
-def is_unicode_text(text: str) -> bool:
-    """False for strings holding lone surrogates (undecodable bytes), which no tokenizer can read."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def read_stdin() -> str:
@@ -252,33 +44,11 @@ def read_stdin() -> str:
         raise DataError(f"Standard input is not UTF-8 text ({error}); re-encode it, e.g. iconv -f latin1 -t utf-8.") from error
 
 
-def predict_table(predictor: Predictor, texts: list[str], batch_size: int, progress: bool) -> list[dict]:
-    """One result row per text, in order; empty texts are flagged, not dropped."""
-    filled = [i for i, text in enumerate(texts) if text.strip()]
-    predictions = predictor.predict([texts[i] for i in filled], batch_size, progress) if filled else []
-    rows = [{"predicted_label": "", "confidence": None, "error": "empty text"} for _ in texts]
-    for index, prediction in zip(filled, predictions):
-        rows[index] = {
-            "predicted_label": prediction.label,
-            "confidence": round(prediction.confidence, 6),
-            **{f"p_{label.lower()}": round(p, 6) for label, p in prediction.probabilities.items()},
-            "error": "",
-        }
-    return rows
-
-
 def write_predictions(frame, path: Path) -> None:
     if path.suffix.lower() == ".csv":
         frame.to_csv(path, index=False)
     else:
         frame.to_json(path, orient="records", lines=True, force_ascii=False)
-
-
-def positive_int(value: str) -> int:
-    """argparse type for counts such as --batch-size: a whole number of at least 1."""
-    if not value.strip().isdigit() or int(value) < 1:
-        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, not '{value}'")
-    return int(value)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -287,15 +57,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--file", type=Path, help="Reviews to classify: .txt (one a line), .csv, .jsonl or .parquet with a text column.")
     parser.add_argument("--text-column", default="text", help="Column holding the reviews in --file (default: %(default)s).")
     parser.add_argument("--output", type=Path, help="Write --file's rows with predictions here (.csv or .jsonl). Default: stdout as JSON lines.")
-    parser.add_argument("--model", type=Path, default=DEFAULT_MODEL_DIR, help="Adapter folder (default: the shipped trained_model/).")
-    parser.add_argument("--batch-size", type=positive_int, default=32, help="Reviews per forward pass.")
-    parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: a GPU if there is one).")
-    parser.add_argument("--precision", choices=PRECISIONS, default="auto", help="auto (default): fp32 on the CPU, bf16 on a GPU. int8: dynamic quantization, about 1.2x faster on a CPU but 0.7 points less accurate on IMDb.")
+    options.add_model(parser)
+    options.add_batch_size(parser, default=32)
+    options.add_device(parser)
+    options.add_precision(parser)
     parser.add_argument("--long-reviews", choices=LONG_REVIEW_MODES, default="truncate", help="truncate (default): the head and tail the adapter was trained on; sliding: average overlapping windows over the whole review.")
-    parser.add_argument("--trust-pickle-weights", action="store_true",
-                        help="Also load an adapter saved as pickle (adapter_model.bin). A pickle can carry code; PyTorch's restricted "
-                             "loader stops the known ways to run it but has been bypassed before. Use only for a file you made "
-                             "or fully trust. Default: safetensors only.")
+    options.add_trust_pickle_weights(parser)
     parser.add_argument("--no-calibration", action="store_true", help="Report raw softmax probabilities instead of temperature-scaled ones.")
     parser.add_argument("--json", action="store_true", help="Print JSON lines instead of a table.")
     parser.add_argument("--explain", action="store_true", help="Also say why: the words that pushed each review towards each label, with scores (Integrated Gradients; seconds per review on a CPU). With --json, every word and its offsets.")

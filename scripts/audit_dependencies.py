@@ -21,12 +21,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
+from training.paths import RESULTS_DIR
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--output-dir", type=Path, default=PROJECT_ROOT / "results",
+    parser.add_argument("--output-dir", type=Path, default=RESULTS_DIR,
                         help="Where the frozen pins and the JSON report go (default: results/).")
     parser.add_argument("--timeout", type=float, default=600, help="Give up on pip-audit after this many seconds.")
     return parser.parse_args(argv)

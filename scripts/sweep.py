@@ -11,28 +11,27 @@ A time budget stops the sweep from starting a recipe it could not finish (for a 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
-import sys
 import tarfile
 import time
 import traceback
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from training.train import RECIPES_DIR, TrainConfig, load_recipe
+from training.train import main as train
 
-from training.train import TrainConfig, main as train
-
-# Ordered by priority: the recipe we expect to ship first, then one lever changed at a time.
+# Each sweep recipe is the shipped recipe file (training/recipes/minilm-imdb.json, the sweep's winner)
+# with a few settings changed. The sweep's own starting point, from which one lever changes at a time:
+SWEEP_BASE = {"lora_rank": 16, "lora_alpha": 32, "learning_rate": 5e-4, "epochs": 4}
+# Ordered by priority: the recipe we expected to ship first, then one lever changed at a time.
 RECIPES = {
-    "all-linear_r16_len512": {},
-    "all-linear_r32_len512_6ep": {"lora_rank": 32, "lora_alpha": 64, "epochs": 6, "learning_rate": 4e-4},
-    "all-linear_r16_len256": {"max_length": 256},
-    "attention_r16_len512": {"lora_targets": "attention"},
-    "head-truncation_r16_len512": {"truncation": "head"},
+    "all-linear_r16_len512": SWEEP_BASE,
+    "all-linear_r32_len512_6ep": {},  # the shipped recipe as it is
+    "all-linear_r16_len256": {**SWEEP_BASE, "max_length": 256},
+    "attention_r16_len512": {**SWEEP_BASE, "lora_targets": "attention"},
+    "head-truncation_r16_len512": {**SWEEP_BASE, "truncation": "head"},
 }
-BASE_RECIPE = {"max_length": 512, "truncation": "head_tail", "lora_rank": 16, "lora_alpha": 32,
-               "lora_targets": "all-linear", "learning_rate": 5e-4, "epochs": 4, "batch_size": 32}
+SHIPPED_RECIPE = RECIPES_DIR / "minilm-imdb.json"
 
 
 def parse_args(argv=None):
@@ -55,9 +54,9 @@ def main(args) -> dict:
         if time.time() - started > args.budget_s:
             report[name] = {"skipped": "time budget spent"}
             continue
-        settings = {**BASE_RECIPE, **RECIPES[name], **json.loads(args.override)}
-        config = TrainConfig(base_model=args.base_model, data=args.data, output_dir=str(out / name),
-                             results_dir=str(out / "checkpoints" / name), **settings)
+        settings = {**RECIPES[name], **json.loads(args.override)}
+        config = TrainConfig(**{**load_recipe(SHIPPED_RECIPE), **settings, "base_model": args.base_model, "data": args.data,
+                                "output_dir": str(out / name), "results_dir": str(out / "checkpoints" / name)})
         print(f"=== {name}: {settings}", flush=True)
         try:
             summary = train(config)

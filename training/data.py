@@ -176,6 +176,25 @@ def split_train_validation(
     return train.reset_index(drop=True), validation.reset_index(drop=True)
 
 
+def load_train_validation(
+    source: str | Path,
+    validation_fraction: float,
+    seed: int,
+    train_limit: int | None = None,
+    validation_limit: int | None = None,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Training and validation frames: a stratified, seeded split of the training data only.
+
+    Training carves its model-selection split with this, and evaluation/calibrate.py rebuilds the same
+    split from the settings recorded with an adapter.
+    """
+    frame = load_split(source, "train")
+    train_frame, validation_frame = split_train_validation(frame, validation_fraction, seed)
+    train_frame = stratified_subset(train_frame, train_limit, seed)
+    validation_frame = stratified_subset(validation_frame, validation_limit, seed)
+    return train_frame, validation_frame
+
+
 # ----------------------------------------------------------------------------- tokenization
 
 

