@@ -33,7 +33,6 @@ import os
 import platform
 import shlex
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -42,21 +41,19 @@ import traceback
 from pathlib import Path
 from typing import Callable
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
-
 import numpy as np
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
+from inference.app_server import running_app
+from training.paths import DEFAULT_MODEL_DIR, PROJECT_ROOT
+from training.paths import RESULTS_DIR as PROJECT_RESULTS_DIR
+from training.tiny_model import DISTILBERT_BASE_SHAPE, TINY_DISTILBERT_SHAPE, random_distilbert
+
 DEFAULT_DATA_DIR = Path(os.environ.get("IMDB_DATA_DIR", PROJECT_ROOT.parent / "shared" / "data" / "imdb"))
-RESULTS_DIR = PROJECT_ROOT / "results" / "benchmarks"
+RESULTS_DIR = PROJECT_RESULTS_DIR / "benchmarks"
 PARTS = ("inference", "cli", "app", "gpu-train", "gpu-inference")
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"]
 APP_REVIEW = "A wonderful, moving film. The acting is superb and I loved every minute of it."
-
-# distilbert-base-uncased's shape (its config.json): the same FLOPs as the real model, random weights.
-DISTILBERT_BASE_SHAPE = dict(vocab_size=30522, dim=768, n_layers=6, n_heads=12, hidden_dim=3072, max_position_embeddings=512)
-TINY_DISTILBERT_SHAPE = dict(vocab_size=30522, dim=32, n_layers=2, n_heads=2, hidden_dim=64, max_position_embeddings=512)
 
 # The issue's targets: (part, figure, comparison, bound).
 TARGETS = (
@@ -229,20 +226,6 @@ def sample_reviews(data_dir: str | Path, count: int, seed: int):
     return frame.sample(min(count, len(frame)), random_state=seed).reset_index(drop=True)
 
 
-def random_distilbert(folder: Path, shape: dict) -> Path:
-    """A DistilBERT with random weights and the real uncased WordPiece vocabulary (the packaged MiniLM's,
-    which is bert-base-uncased's); the hub's pretrained weights are not needed to measure speed."""
-    import torch
-    from transformers import DistilBertConfig, DistilBertModel
-
-    from training.model import load_tokenizer
-
-    torch.manual_seed(0)
-    DistilBertModel(DistilBertConfig(**shape)).save_pretrained(folder, safe_serialization=True)
-    load_tokenizer("minilm").save_pretrained(folder)
-    return folder
-
-
 def tiny_adapter(workdir: Path, data: str) -> Path:
     """A LoRA adapter on a tiny random DistilBERT, trained by train.py in seconds (for --smoke)."""
     from training import train
@@ -383,33 +366,21 @@ def browser_first_prediction(model_dir: Path, threads: int | None) -> dict:
         return {"skipped": "playwright is not installed (scripts/install_test_tools.sh)"}
     if not shutil.which(CHROMIUM):
         return {"skipped": f"{CHROMIUM} not found"}
-    port = free_port()
-    command = [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true", "--server.port", str(port),
-               "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false"]
-    environment = {**os.environ, "HF_HUB_OFFLINE": "1", "SENTIMENT_MODEL_DIR": str(model_dir), **thread_environment(threads)}
-    started = time.monotonic()
-    server = subprocess.Popen(command, cwd=PROJECT_ROOT, env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-            page = browser.new_page()
-            page.goto(wait_for_server(f"http://127.0.0.1:{port}", server), timeout=60_000)
-            review_box = page.get_by_role("textbox", name="Movie review")
-            review_box.wait_for(timeout=120_000)  # shown once the model has loaded
-            box_s = time.monotonic() - started
-            review_box.fill(APP_REVIEW)
-            review_box.press("Control+Enter")  # applies a text area in Streamlit
-            shown = page.get_by_text("Predicted in")  # the result's last line
-            shown.wait_for(timeout=120_000)
-            first_prediction_s = time.monotonic() - started
-            caption = shown.inner_text()
-            browser.close()
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            server.kill()
+    environment = {"SENTIMENT_MODEL_DIR": str(model_dir), **thread_environment(threads)}
+    with running_app(env=environment) as server, sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page()
+        page.goto(server.url, timeout=60_000)
+        review_box = page.get_by_role("textbox", name="Movie review")
+        review_box.wait_for(timeout=120_000)  # shown once the model has loaded
+        box_s = server.elapsed_s()
+        review_box.fill(APP_REVIEW)
+        review_box.press("Control+Enter")  # applies a text area in Streamlit
+        shown = page.get_by_text("Predicted in")  # the result's last line
+        shown.wait_for(timeout=120_000)
+        first_prediction_s = server.elapsed_s()
+        caption = shown.inner_text()
+        browser.close()
     return {"seconds": round(first_prediction_s, 2), "review_box_shown_s": round(box_s, 2), "app_caption": caption,
             "method": "wall time from starting `streamlit run app.py` to the verdict on screen in headless Chromium"}
 
@@ -419,36 +390,16 @@ def thread_environment(threads: int | None) -> dict:
     return {} if threads is None else {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def wait_for_server(url: str, server: subprocess.Popen, timeout_s: float = 60) -> str:
-    import urllib.request
-
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise RuntimeError(f"streamlit exited with code {server.returncode}")
-        with contextlib.suppress(OSError):
-            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
-                if response.read().decode().strip() == "ok":
-                    return url
-        time.sleep(0.1)
-    raise TimeoutError(f"{url} was not healthy within {timeout_s:.0f} s")
-
-
 def app_request_latency(config: BenchConfig, model_dir: Path) -> dict:
     """Each request: a review typed into the app and the whole script rerun (prediction and rendering)."""
     from streamlit.testing.v1 import AppTest
 
     import app
+    from inference.app_logic import MODEL_DIR_ENV
 
     reviews = sample_reviews(config.data, config.app_requests, config.seed + 1)["text"].tolist()
-    previous = os.environ.get(app.MODEL_DIR_ENV)
-    os.environ[app.MODEL_DIR_ENV] = str(model_dir)
+    previous = os.environ.get(MODEL_DIR_ENV)
+    os.environ[MODEL_DIR_ENV] = str(model_dir)
     try:
         started = time.perf_counter()
         test = AppTest.from_file(str(PROJECT_ROOT / "app.py"), default_timeout=300).run()
@@ -462,9 +413,9 @@ def app_request_latency(config: BenchConfig, model_dir: Path) -> dict:
                 raise RuntimeError(f"the app raised: {test.exception[0].value}")
     finally:
         if previous is None:
-            os.environ.pop(app.MODEL_DIR_ENV, None)
+            os.environ.pop(MODEL_DIR_ENV, None)
         else:
-            os.environ[app.MODEL_DIR_ENV] = previous
+            os.environ[MODEL_DIR_ENV] = previous
     return {"latency": latency_summary(timings[1:]), "first_run_s": round(first_run_s, 2),
             "method": "streamlit.testing AppTest: the review set in the text area and the script rerun, in process "
                       "(no browser or network); the first request is a warm-up, not counted"}
@@ -632,7 +583,7 @@ def main(config: BenchConfig, argv: list[str] | None = None) -> dict:
         workdir = Path(scratch)
         model_dir = Path(config.model) if config.model else None
         if model_dir is None:
-            model_dir = tiny_adapter(workdir, config.data) if config.smoke else PROJECT_ROOT / "trained_model"
+            model_dir = tiny_adapter(workdir, config.data) if config.smoke else DEFAULT_MODEL_DIR
         report["model"] = str(model_dir)
         runners = {
             "inference": lambda: bench_inference(config, model_dir),

@@ -34,22 +34,17 @@ import asyncio
 import json
 import os
 import platform
-import signal
-import socket
-import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
 import psutil
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(PROJECT_ROOT))
+from inference.app_server import HOST, health_check, start_app
+from training.paths import PROJECT_ROOT, RESULTS_DIR
 
-HOST = "127.0.0.1"  # loopback only: nothing leaves this machine
 LIMITS = {"sessions": 50, "predictions": 20, "rounds": 10}
 RESULT_LABELS = ("POSITIVE", "NEGATIVE", "UNCERTAIN")
 
@@ -74,7 +69,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
                         help="An environment variable for the server, e.g. OMP_NUM_THREADS=1 (repeatable).")
     parser.add_argument("--interval", type=float, default=0.5, help="Seconds between health checks and memory samples.")
-    parser.add_argument("--output", type=Path, default=PROJECT_ROOT / "results" / "load_test.json", help="Where the figures go (JSON).")
+    parser.add_argument("--output", type=Path, default=RESULTS_DIR / "load_test.json", help="Where the figures go (JSON).")
     args = parser.parse_args(argv)
     for name, limit in LIMITS.items():
         if not 1 <= getattr(args, name) <= limit:
@@ -85,42 +80,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 # ----------------------------------------------------------------------------- the server
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind((HOST, 0))
-        return probe.getsockname()[1]
-
-
-def start_app(port: int, model: Path | None, extra_env: list[str], session_ttl: int) -> subprocess.Popen:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", **dict(item.split("=", 1) for item in extra_env)}
-    if model is not None:
-        env["SENTIMENT_MODEL_DIR"] = str(model)
-    command = [sys.executable, "-m", "streamlit", "run", "app.py", "--server.address", HOST, "--server.port", str(port),
-               "--server.headless", "true", "--browser.gatherUsageStats", "false",
-               "--server.disconnectedSessionTTL", str(session_ttl)]
-    return subprocess.Popen(command, cwd=PROJECT_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            text=True, start_new_session=True)
-
-
 def health(port: int, timeout: float = 5.0) -> tuple[bool, float]:
-    started = time.perf_counter()
-    try:
-        with urllib.request.urlopen(f"http://{HOST}:{port}/_stcore/health", timeout=timeout) as response:
-            ok = response.status == 200 and response.read().decode().strip() == "ok"
-    except OSError:
-        ok = False
-    return ok, time.perf_counter() - started
-
-
-def wait_until_healthy(port: int, server: subprocess.Popen, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise RuntimeError(f"streamlit exited with code {server.returncode}: {server.stderr.read()[-2000:]}")
-        if health(port, timeout=2)[0]:
-            return
-        time.sleep(0.25)
-    raise TimeoutError(f"the app was not healthy within {timeout:.0f} s")
+    return health_check(f"http://{HOST}:{port}", timeout)
 
 
 def rss_bytes(process: psutil.Process) -> int:
@@ -248,7 +209,7 @@ def reviews_to_send(args: argparse.Namespace) -> list[str]:
 
         texts = pd.read_parquet(test_file, columns=["text"])["text"]
         return texts.sample(needed, random_state=0, replace=needed > len(texts)).tolist()
-    from app import EXAMPLE_REVIEWS
+    from inference.app_logic import EXAMPLE_REVIEWS
 
     examples = list(EXAMPLE_REVIEWS.values())
     return [examples[index % len(examples)] for index in range(needed)]
@@ -273,13 +234,15 @@ def mb(value: int) -> float:
 def main(args: argparse.Namespace) -> dict:
     deadline = time.monotonic() + args.time_limit
     reviews = reviews_to_send(args)
-    port = free_port()
-    launched = time.perf_counter()
-    server = start_app(port, args.model, args.env, args.session_ttl)
+    env = dict(item.split("=", 1) for item in args.env)
+    if args.model is not None:
+        env["SENTIMENT_MODEL_DIR"] = str(args.model)
+    server = start_app(env, args=["--server.disconnectedSessionTTL", str(args.session_ttl)])
+    port = server.port
     process = psutil.Process(server.pid)
     try:
-        wait_until_healthy(port, server, timeout=120)
-        healthy_s = time.perf_counter() - launched
+        server.wait_until_healthy(timeout_s=120)
+        healthy_s = server.elapsed_s()
         first_page_s = asyncio.run(asyncio.wait_for(first_page(port), timeout=300))  # loads the model, once per server
         rss_ready = rss_bytes(process)
 
@@ -314,12 +277,8 @@ def main(args: argparse.Namespace) -> dict:
         monitor.stopped.set()
         monitor.join()
     finally:
-        os.killpg(server.pid, signal.SIGTERM)  # the server's own process group, started above
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait()
+        server.stop(timeout_s=20)
+        server.log.unlink(missing_ok=True)
 
     health_seconds = [seconds for _, _, seconds in monitor.health]
     growth = memory_trend([r["rss_mb_settled"] for r in rounds])

@@ -9,9 +9,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
+from training.paths import DEFAULT_MODEL_DIR, PROJECT_ROOT
+
 IMDB_DIR = Path(os.environ.get("IMDB_DATA_DIR", PROJECT_ROOT.parent / "shared" / "data" / "imdb"))
-SHIPPED_MODEL_DIR = PROJECT_ROOT / "trained_model"
+SHIPPED_MODEL_DIR = DEFAULT_MODEL_DIR
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach for the hub
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -43,17 +44,9 @@ def small_imdb(tmp_path_factory, imdb_dir) -> Path:
 @pytest.fixture(scope="session")
 def tiny_distilbert(tmp_path_factory) -> Path:
     """A 2-layer, width-32 DistilBERT with random weights and the real uncased WordPiece vocabulary."""
-    import torch
-    from transformers import AutoTokenizer, DistilBertConfig, DistilBertModel
+    from training.tiny_model import TINY_DISTILBERT_SHAPE, random_distilbert
 
-    from training.model import packaged_model_path, PACKAGED_BASES
-
-    folder = tmp_path_factory.mktemp("tiny_distilbert")
-    torch.manual_seed(0)
-    config = DistilBertConfig(vocab_size=30522, dim=32, n_layers=2, n_heads=2, hidden_dim=64, max_position_embeddings=512)
-    DistilBertModel(config).save_pretrained(folder, safe_serialization=True)
-    AutoTokenizer.from_pretrained(packaged_model_path(PACKAGED_BASES["minilm"])).save_pretrained(folder)
-    return folder
+    return random_distilbert(tmp_path_factory.mktemp("tiny_distilbert"), TINY_DISTILBERT_SHAPE)
 
 
 def tiny_train_config(base: Path, data: Path, tmp_path: Path, **overrides):

@@ -10,6 +10,7 @@ import html
 import io
 import re
 import shutil
+import subprocess
 import sys
 import tomllib
 
@@ -17,7 +18,7 @@ import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from app import (
+from inference.app_logic import (
     DEFAULT_UNCERTAIN_BELOW,
     MAX_BATCH_ROWS,
     MAX_REVIEW_CHARS,
@@ -486,3 +487,18 @@ def test_results_frame_counts_histogram_and_download_name():
     assert download_name("my reviews (final).csv") == "my_reviews_final_predictions.csv"
     assert download_name("../../etc/passwd") == "passwd_predictions.csv"
     assert download_name("….csv") == "reviews_predictions.csv"
+
+
+# ----------------------------------------------------------------------------- the logic imports without Streamlit
+
+
+def test_app_logic_imports_without_streamlit():
+    """The helpers the page draws are usable where Streamlit is not installed (scripts, the GPU check)."""
+    code = (
+        "import sys; sys.modules['streamlit'] = None\n"  # any `import streamlit` now raises ImportError
+        "import inference.app_logic as logic\n"
+        "assert logic.cap_review('x' * 30, 10) == ('x' * 10, True)\n"
+        "assert not any(name == 'streamlit' or name.startswith('streamlit.') for name in sys.modules if sys.modules[name])\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]

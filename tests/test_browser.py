@@ -12,20 +12,16 @@ results/app_screenshot.png (a prediction with its explanation) and results/app_b
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import os
 import re
 import shutil
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
+from inference.app_server import running_app
 from tests.conftest import PROJECT_ROOT, require_imdb
 
 CHROMIUM = "/usr/bin/chromium"
@@ -44,27 +40,6 @@ UPLOAD_ROWS = int(os.environ.get("APP_TEST_UPLOAD_ROWS", "20"))  # real IMDb tes
 pytestmark = pytest.mark.browser
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def wait_until_healthy(url: str, server: subprocess.Popen, timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise RuntimeError(f"streamlit exited with code {server.returncode} before it was healthy")
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                if response.read().decode().strip() == "ok":
-                    return
-        except OSError:
-            pass
-        time.sleep(0.25)
-    raise TimeoutError(f"{url} did not answer 'ok' within {timeout_s:.0f} s")
-
-
 @pytest.fixture(scope="module")
 def sync_api():
     """Playwright's sync API, or a skip when it or the system Chromium is missing (checked before any server starts)."""
@@ -73,42 +48,14 @@ def sync_api():
     return pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
 
 
-@dataclasses.dataclass(frozen=True)
-class RunningApp:
-    url: str
-    started: float  # time.monotonic() just before the server process was started
-    log: Path  # the server's stdout and stderr
-
-    def elapsed_s(self) -> float:
-        return time.monotonic() - self.started
-
-
 @pytest.fixture(scope="module")
 def app_server(sync_api, tmp_path_factory):
     """`streamlit run app.py` on a free loopback port, as a user starts it; shared by this module's tests."""
-    port = free_port()
-    command = [
-        sys.executable, "-m", "streamlit", "run", "app.py",
-        "--server.headless", "true", "--server.port", str(port), "--server.address", "127.0.0.1",
-        "--browser.gatherUsageStats", "false",
-    ]
-    environment = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    environment.pop("SENTIMENT_MODEL_DIR", None)  # the shipped adapter
     log_path = tmp_path_factory.mktemp("streamlit") / "streamlit.log"
-    with log_path.open("w") as log:
-        app = RunningApp(f"http://127.0.0.1:{port}", time.monotonic(), log_path)
-        server = subprocess.Popen(command, cwd=PROJECT_ROOT, env=environment, stdout=log, stderr=subprocess.STDOUT)
-        try:
-            wait_until_healthy(f"{app.url}/_stcore/health", server, SERVER_START_TIMEOUT_S)
-            print(f"\nserver healthy after {app.elapsed_s():.1f} s")
-            yield app
-        finally:
-            server.terminate()
-            try:
-                server.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                server.kill()
-                server.wait()
+    # SENTIMENT_MODEL_DIR removed: the shipped adapter.
+    with running_app(env={"SENTIMENT_MODEL_DIR": None}, log=log_path, startup_timeout_s=SERVER_START_TIMEOUT_S) as app:
+        print(f"\nserver healthy after {app.elapsed_s():.1f} s")
+        yield app
 
 
 @contextlib.contextmanager
@@ -236,5 +183,5 @@ def test_uploaded_file_is_scored_summarised_and_downloaded(sync_api, app_server,
     assert set(results["predicted_label"]) <= {"POSITIVE", "NEGATIVE"} and (results["error"] == "").all()
     assert set(results["verdict"]) <= {"POSITIVE", "NEGATIVE", "UNCERTAIN"}
     accuracy = (results["predicted_label"] == results["label"].map({0: "NEGATIVE", 1: "POSITIVE"})).mean()
-    assert accuracy >= 0.7  # the shipped adapter on real reviews (93% on the whole test split)
+    assert accuracy >= 0.7  # the shipped adapter on real reviews: far above a coin (its test accuracy: trained_model/metrics.json)
     print(f"scored {UPLOAD_ROWS:,} uploaded reviews in the browser in {scoring_s:.1f} s (click to results on screen); accuracy {accuracy:.3f}")

@@ -1,0 +1,299 @@
+"""The app's logic without its page: limits, verdicts, the explanation's HTML, reading uploads and
+summarising their results. Pure functions of their inputs (read_upload alone writes a private temporary
+file); app.py draws them with Streamlit, and this module imports without Streamlit, so tests and
+scripts use it directly.
+"""
+
+from __future__ import annotations
+
+import html
+import os
+import re
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from inference.predict import Prediction, Predictor, predict_table
+from training.data import DataError, read_table
+from training.paths import DEFAULT_MODEL_DIR, PROJECT_ROOT
+
+MODEL_DIR_ENV = "SENTIMENT_MODEL_DIR"
+MAX_REVIEW_CHARS = 20_000  # far beyond what the model reads (its max_length tokens); keeps tokenizing instant
+# Below this (temperature-calibrated) confidence a verdict is shown as "uncertain": below it the shipped
+# adapter is barely better than a coin on its validation split (figures: docs/app.md).
+DEFAULT_UNCERTAIN_BELOW = 0.75
+UNCERTAIN = "UNCERTAIN"
+
+# Uploads. Keep MAX_UPLOAD_MB equal to server.maxUploadSize in .streamlit/config.toml (a test checks):
+# the server refuses bigger files before the app sees them, the app checks again and says why.
+MAX_UPLOAD_MB = 10
+MAX_BATCH_ROWS = 5_000  # minutes on a CPU, seconds on a GPU (docs/speed.md); more: the command line
+UPLOAD_TYPES = ("csv", "txt", "jsonl", "parquet")
+SCORE_CHUNK = 64  # reviews per progress-bar step
+BATCH_SIZE = 32
+CLI_HINT = "python inference/predict.py --file reviews.csv --output predictions.csv"
+
+# Explanation colours: word backgrounds at most this opaque, so the text stays readable on them.
+POSITIVE_RGB = (22, 163, 74)
+NEGATIVE_RGB = (220, 38, 38)
+MAX_ALPHA = 0.8
+
+EXAMPLE_REVIEWS = {
+    "Glowing": (
+        "An absolute triumph. The performances are superb, the script is sharp and funny, and the "
+        "final act had the whole audience cheering. I loved every minute and will watch it again."
+    ),
+    "Scathing": (
+        "A tedious, badly acted mess. The plot makes no sense, the dialogue is painful, and I "
+        "checked my watch every ten minutes. Two hours I will never get back."
+    ),
+    "Mixed": (
+        "The cinematography is gorgeous and the lead gives a committed performance, but the story "
+        "drags badly in the middle and the ending falls flat. Worth seeing once, perhaps."
+    ),
+    "Sarcastic": (
+        "Oh great, another superhero sequel. Wonderful. I just adore watching the same explosion "
+        "for the fortieth time while the villain explains his plan. Truly a masterpiece."
+    ),
+}
+
+
+def model_dir_from_env() -> str:
+    """The adapter folder to load: $SENTIMENT_MODEL_DIR if set, else the shipped trained_model/."""
+    return os.environ.get(MODEL_DIR_ENV) or str(DEFAULT_MODEL_DIR)
+
+
+# ----------------------------------------------------------------------------- pure helpers
+
+
+def cap_review(text: str, max_chars: int = MAX_REVIEW_CHARS) -> tuple[str, bool]:
+    """The review cut to at most `max_chars` characters, and whether it was cut.
+
+    The middle goes, not the end: the model reads a long review's beginning and end (head+tail)."""
+    if len(text) <= max_chars:
+        return text, False
+    head = max_chars // 2
+    return text[:head] + text[len(text) - (max_chars - head) :], True
+
+
+def is_uncertain(confidence: float, threshold: float) -> bool:
+    return confidence < threshold
+
+
+def verdict(prediction: Prediction, threshold: float) -> tuple[str, bool]:
+    """What to show for a prediction: its label, or UNCERTAIN when its confidence is below `threshold`."""
+    if is_uncertain(prediction.confidence, threshold):
+        return UNCERTAIN, True
+    return prediction.label, False
+
+
+def display_path(path: str | Path) -> str:
+    """A folder relative to the project when it lies inside it (shorter, and no home paths on screen)."""
+    path = Path(path).resolve()
+    try:
+        return str(path.relative_to(PROJECT_ROOT)) + "/"
+    except ValueError:
+        return str(path)
+
+
+def describe_lora(lora: dict | None) -> str:
+    if not lora:
+        return "not recorded"
+    return (
+        f"rank {lora.get('rank', '?')}, alpha {lora.get('alpha', '?')}, "
+        f"dropout {lora.get('dropout', '?')}, targets `{lora.get('targets', '?')}`"
+    )
+
+
+def percent(value) -> str:
+    return f"{value:.1%}" if isinstance(value, (int, float)) else "–"
+
+
+def word_colour(score: float, strongest: float) -> str:
+    """A CSS background for a word: green towards POSITIVE, red towards NEGATIVE, opacity by |score| / strongest."""
+    if strongest <= 0 or score == 0:
+        return "transparent"
+    red, green, blue = POSITIVE_RGB if score > 0 else NEGATIVE_RGB
+    alpha = MAX_ALPHA * min(abs(score) / strongest, 1.0)
+    return f"rgba({red}, {green}, {blue}, {alpha:.2f})"
+
+
+def escape_text(piece: str) -> str:
+    """User text as HTML: every markup character escaped, line breaks kept."""
+    return html.escape(piece, quote=True).replace("\r\n", "\n").replace("\n", "<br>")
+
+
+def highlight_html(text: str, words) -> str:
+    """The review as HTML with each attributed word's background coloured by its score.
+
+    `words` are inference.explain.WordAttribution (text[start:end] is the word). Every piece of the
+    review is escaped: it is user input. Text between words, and words the model did not read (the
+    middle of a long review), stay plain.
+    """
+    strongest = max((abs(word.score) for word in words), default=0.0)
+    parts, cursor = [], 0
+    for word in sorted(words, key=lambda word: word.start):
+        if word.start < cursor or word.end > len(text):
+            continue  # never emit a character twice or past the end
+        parts.append(escape_text(text[cursor : word.start]))
+        parts.append(
+            f'<span style="background-color: {word_colour(word.score, strongest)}; border-radius: 0.2rem" '
+            f'title="{word.score:+.3f}">{escape_text(text[word.start : word.end])}</span>'
+        )
+        cursor = word.end
+    parts.append(escape_text(text[cursor:]))
+    return f'<div class="review-highlight" style="line-height: 1.9">{"".join(parts)}</div>'
+
+
+def code_span(text: str) -> str:
+    """Markdown that shows `text` literally in code style, even when it holds backticks (user input)."""
+    fence = "`" * (max((len(run) for run in re.findall(r"`+", text)), default=0) + 1)
+    return f"{fence} {text} {fence}"
+
+
+def legend_html(negative_label: str = "NEGATIVE", positive_label: str = "POSITIVE") -> str:
+    """A key for highlight_html: a swatch for each direction, from strong to weak."""
+
+    def swatch(score: float, label: str) -> str:
+        return (
+            f'<span style="background-color: {word_colour(score, 1.0)}; border-radius: 0.25rem; '
+            f'padding: 0 0.4rem">{escape_text(label)}</span>'
+        )
+
+    return (
+        '<div class="highlight-legend" style="font-size: 0.875rem; margin-bottom: 0.5rem">'
+        f"{swatch(-1.0, f'towards {negative_label}')} {swatch(-0.4, 'weakly')} &nbsp;"
+        f"{swatch(0.4, 'weakly')} {swatch(1.0, f'towards {positive_label}')}"
+        " &nbsp;Colour strength is relative to this review's most influential word.</div>"
+    )
+
+
+# ----------------------------------------------------------------------------- uploads (pure but for a temp file)
+
+
+def upload_suffix(name: str) -> str:
+    """The upload's type from its name (".csv"), or a DataError naming the types the app reads."""
+    suffix = Path(name).suffix.lower()
+    if suffix.lstrip(".") not in UPLOAD_TYPES:
+        raise DataError(
+            f"{name}: the app reads {', '.join('.' + kind for kind in UPLOAD_TYPES)} files, not "
+            f"'{suffix or '(no extension)'}'."
+        )
+    return suffix
+
+
+def read_upload(name: str, data: bytes, text_column: str | None = None) -> pd.DataFrame:
+    """An uploaded file's rows, read by training.data.read_table from a private temporary copy.
+
+    Only the upload's bytes and the type at the end of its name are used: no path a user gives is
+    ever opened. Errors name the upload, not the temporary file. `text_column=None` reads every
+    column as it is (to choose from); a column name reads that column as text.
+    """
+    suffix = upload_suffix(name)
+    if len(data) > MAX_UPLOAD_MB * 1024 * 1024:
+        raise DataError(f"{name} is {len(data) / 2**20:.1f} MB; the app reads files of up to {MAX_UPLOAD_MB} MB.")
+    with tempfile.TemporaryDirectory(prefix="sentiment_upload_") as folder:
+        path = Path(folder) / f"upload{suffix}"
+        path.write_bytes(data)
+        try:
+            frame = read_table(path, text_column=text_column)
+        except DataError as error:
+            raise DataError(str(error).replace(str(path), name)) from error
+    if len(frame) == 0:
+        raise DataError(f"{name} has no rows.")
+    if len(frame) > MAX_BATCH_ROWS:
+        raise DataError(
+            f"{name} has {len(frame):,} rows; the app scores at most {MAX_BATCH_ROWS:,} at a time. "
+            f"Split the file, or score it from the command line: `{CLI_HINT}`"
+        )
+    return frame
+
+
+def text_columns(frame: pd.DataFrame) -> list:
+    """The columns that hold text in at least one row (numbers and empty columns are not reviews)."""
+    return [
+        column for column in frame.columns
+        if frame[column].map(lambda value: isinstance(value, str) and value.strip() != "").any()
+    ]
+
+
+def guess_text_column(frame: pd.DataFrame, candidates: list):
+    """"text" if there is such a column, else the one with the longest texts on average."""
+    if "text" in candidates:
+        return "text"
+    return max(candidates, key=lambda column: frame[column].map(lambda value: len(value) if isinstance(value, str) else 0).mean())
+
+
+def score_texts(
+    predictor: Predictor,
+    texts: list[str],
+    on_progress: Callable[[int, int], None] | None = None,
+    chunk_size: int = SCORE_CHUNK,
+) -> list[dict]:
+    """predict_table's rows for `texts`, in order, scored `chunk_size` at a time to report progress.
+
+    The texts go longest first across chunks, as Predictor does within a call, so each batch still pads
+    to similar lengths and chunking costs no speed (docs/speed.md).
+    """
+    order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
+    rows: list[dict | None] = [None] * len(texts)
+    for start in range(0, len(order), chunk_size):
+        chosen = order[start : start + chunk_size]
+        for index, row in zip(chosen, predict_table(predictor, [texts[i] for i in chosen], BATCH_SIZE, progress=False)):
+            rows[index] = row
+        if on_progress is not None:
+            on_progress(min(start + chunk_size, len(texts)), len(texts))
+    return rows
+
+
+def results_frame(frame: pd.DataFrame, rows: list[dict], threshold: float) -> pd.DataFrame:
+    """The upload's columns followed by the predictions and a `verdict` at `threshold` ("" for empty rows)."""
+    predictions = pd.DataFrame(rows)
+    predictions.insert(
+        predictions.columns.get_loc("error"),
+        "verdict",
+        [
+            "" if row["error"] else (UNCERTAIN if is_uncertain(row["confidence"], threshold) else row["predicted_label"])
+            for row in rows
+        ],
+    )
+    # Columns from an earlier run's output are replaced, so a results file can be scored again.
+    kept = frame.drop(columns=[column for column in predictions.columns if column in frame.columns])
+    return pd.concat([kept.reset_index(drop=True), predictions], axis=1)
+
+
+def verdict_counts(results: pd.DataFrame, labels: tuple[str, ...]) -> pd.DataFrame:
+    """Reviews per verdict (each label, UNCERTAIN, empty), with their share of all rows."""
+    names = [*labels, UNCERTAIN, ""]
+    counts = [int((results["verdict"] == name).sum()) for name in names]
+    return pd.DataFrame(
+        {
+            "verdict": [name or "empty row" for name in names],
+            "reviews": counts,
+            "share": [count / max(len(results), 1) for count in counts],
+        }
+    )
+
+
+def confidence_histogram(confidences, bin_width: float = 0.05) -> pd.DataFrame:
+    """Counts of confidences in bins of `bin_width` from 50% to 100% (a two-label model never goes below 50%)."""
+    edges = np.round(np.arange(0.5, 1.0 + bin_width / 2, bin_width), 6)
+    values = np.clip(np.asarray([value for value in confidences if value is not None and value == value], float), 0.5, 1.0)
+    counts, _ = np.histogram(values, bins=edges)
+    return pd.DataFrame(
+        {
+            "confidence": [f"{low:.0%}–{high:.0%}" for low, high in zip(edges[:-1], edges[1:])],
+            "low": edges[:-1],
+            "high": edges[1:],
+            "reviews": counts,
+        }
+    )
+
+
+def download_name(upload_name: str) -> str:
+    """A safe file name for the results: the upload's stem (letters, digits, - and _ only) + _predictions.csv."""
+    stem = re.sub(r"[^A-Za-z0-9_-]+", "_", Path(upload_name).stem).strip("_") or "reviews"
+    return f"{stem[:60]}_predictions.csv"
