@@ -440,18 +440,23 @@ def bench_gpu_train(config: BenchConfig, workdir: Path) -> dict:
     result = {"device": torch.cuda.get_device_name() if on_gpu else "CPU (smoke size: checks the code path, not the speed)",
               "model": {"shape": shape, "weights": "random (distilbert-base-uncased's shape)"}, "steps": config.train_steps,
               "batch_size": config.train_batch_size, "max_length": config.train_max_length, "setups": setups}
-    for name, settings in setups.items():
+    # A few unmeasured steps of each setup first: the CUDA context, cuBLAS and kernel plans are built once per
+    # process, and would otherwise all be charged to whichever setup runs first.
+    for name, settings in [(f"warmup_{name}", settings) for name, settings in setups.items()] + list(setups.items()):
+        warmup = name.startswith("warmup_")
+        steps = min(10, config.train_steps) if warmup else config.train_steps
         run = workdir / f"train_{name}"
         train_config = train.TrainConfig(
             base_model=str(base), data=config.data, output_dir=str(run / "adapter"), results_dir=str(run / "results"),
-            max_length=config.train_max_length, max_steps=config.train_steps, batch_size=config.train_batch_size,
+            max_length=config.train_max_length, max_steps=steps, batch_size=config.train_batch_size,
             eval_batch_size=2 * config.train_batch_size, train_limit=config.train_steps * config.train_batch_size,
-            validation_limit=max(8, config.train_batch_size * 4), logging_steps=max(1, config.train_steps // 4), seed=0,
+            validation_limit=max(8, config.train_batch_size * 4), logging_steps=max(1, steps // 4), seed=0,
             **settings,
         )
         with quiet():
             summary = train.main(train_config)
-        result[name] = {"samples_per_s": summary["train_samples_per_second"], "run_s": summary["train_runtime_s"]}
+        if not warmup:
+            result[name] = {"samples_per_s": summary["train_samples_per_second"], "run_s": summary["train_runtime_s"]}
         if on_gpu:
             torch.cuda.empty_cache()
     result["samples_per_s_ratio"] = ratio(result["project"]["samples_per_s"], result["tutorial"]["samples_per_s"])
@@ -481,23 +486,26 @@ def bench_gpu_inference(config: BenchConfig, model_dir: Path) -> dict:
         "predictor": lambda part: predictor.predict_proba(part, batch_size=config.gpu_batch_size)[:, 1].tolist(),
         "pipeline": lambda part: pipeline_positive_probability(classify(part)),
     }
-    for score in systems.values():  # warm-up: CUDA context, kernels, allocator
-        score(texts[: config.gpu_batch_size])
     result = {"device": torch.cuda.get_device_name() if on_gpu else "CPU (smoke size: checks the code path, not the speed)",
               "reviews": len(texts), "max_length": predictor.config.max_length, "precision": predictor.precision,
               "batch_size": config.gpu_batch_size, "pipeline_batch_size": config.gpu_pipeline_batch_size}
     for name, score in systems.items():
-        if on_gpu:
-            torch.cuda.synchronize()
-        started = time.perf_counter()
-        scores = score(texts)
-        if on_gpu:
-            torch.cuda.synchronize()
-        seconds = time.perf_counter() - started
-        result[name] = {"reviews_per_s": round(len(texts) / seconds, 1), "accuracy": round(accuracy(labels, scores), 4)}
+        # Two passes over the same reviews: the first builds the CUDA context and a kernel plan per batch
+        # shape (cold, what the first request pays), the second is the steady state a server runs at.
+        passes = []
+        for _ in range(2):
+            if on_gpu:
+                torch.cuda.synchronize()
+            started = time.perf_counter()
+            scores = score(texts)
+            if on_gpu:
+                torch.cuda.synchronize()
+            passes.append(time.perf_counter() - started)
+        result[name] = {"reviews_per_s": round(len(texts) / passes[1], 1),
+                        "cold_reviews_per_s": round(len(texts) / passes[0], 1), "accuracy": round(accuracy(labels, scores), 4)}
     result["reviews_per_s"] = result["predictor"]["reviews_per_s"] if on_gpu else None  # the 5,000/s target is for a GPU
     result["reviews_per_s_ratio"] = ratio(result["predictor"]["reviews_per_s"], result["pipeline"]["reviews_per_s"])
-    result["method"] = "end to end (tokenization included), one call over every review"
+    result["method"] = "end to end (tokenization included), one call over every review; the second of two passes"
     return result
 
 

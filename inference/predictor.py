@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from evaluation.metrics import softmax
-from training.data import encode_texts, encode_windows
+from training.data import GPU_LENGTH_MULTIPLE, encode_texts, encode_windows, pad_token_ids
 from training.model import (
     ModelLoadError,
     SentimentConfig,
@@ -208,11 +208,13 @@ class Predictor:
             from tqdm.auto import tqdm
 
             batches = tqdm(batches, desc="Predicting", unit="batch")
+        multiple = GPU_LENGTH_MULTIPLE if self.device.type == "cuda" else None  # on a CPU padding only costs
+        pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
         with torch.inference_mode():
             for start in batches:
                 chosen = order[start : start + batch_size]
-                batch = self.tokenizer.pad({"input_ids": [token_ids[i] for i in chosen]}, return_tensors="pt")
-                output = self.model(**{key: value.to(self.device) for key, value in batch.items()}).logits
+                batch = pad_token_ids([token_ids[i] for i in chosen], pad_id, multiple, cap=self.config.max_length)
+                output = self.model(**{key: torch.from_numpy(value).to(self.device) for key, value in batch.items()}).logits
                 logits[chosen] = output.double().cpu().numpy()
         return logits
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 HUB_DATASET = "stanfordnlp/imdb"
@@ -22,6 +23,9 @@ TEXT_SUFFIXES = (".txt",)
 CHARS_PER_TOKEN_BOUND = 20
 # Sliding-window scoring reads at most this many windows of a review (about 4,000 tokens at 512).
 MAX_WINDOWS = 16
+# On a GPU every new input shape costs a kernel plan (cuDNN attention) the first time it is seen, so
+# batches are padded to a multiple of this many tokens: a handful of shapes instead of hundreds (docs/gpu.md).
+GPU_LENGTH_MULTIPLE = 64
 
 
 class DataError(ValueError):
@@ -269,3 +273,20 @@ def encode_windows(
             windows.append(prefix + window + suffix)
             owner.append(index)
     return windows, owner
+
+
+def pad_token_ids(
+    token_ids: list[list[int]], pad_id: int, multiple: int | None = None, cap: int | None = None
+) -> dict[str, np.ndarray]:
+    """Right-padded `input_ids` and `attention_mask`, (len(token_ids), longest), the length rounded up to
+    `multiple` but never past `cap`. The same arrays as the tokenizer's `pad`, without its per-item Python work."""
+    longest = max(len(ids) for ids in token_ids)
+    if multiple:
+        longest = -(-longest // multiple) * multiple
+        longest = min(longest, cap) if cap else longest
+    input_ids = np.full((len(token_ids), longest), pad_id, dtype=np.int64)
+    attention_mask = np.zeros((len(token_ids), longest), dtype=np.int64)
+    for row, ids in enumerate(token_ids):
+        input_ids[row, : len(ids)] = ids
+        attention_mask[row, : len(ids)] = 1
+    return {"input_ids": input_ids, "attention_mask": attention_mask}

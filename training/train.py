@@ -336,8 +336,9 @@ def collator(tokenizer, config: TrainConfig):
 
     if config.padding == "max_length":
         return DataCollatorWithPadding(tokenizer, padding="max_length", max_length=config.max_length)
-    # Multiples of 8 let GPU tensor cores work on whole tiles.
-    return DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8 if torch.cuda.is_available() else None)
+    # On a GPU, few distinct shapes: each new one costs a kernel plan (see data.GPU_LENGTH_MULTIPLE).
+    multiple = data.GPU_LENGTH_MULTIPLE if torch.cuda.is_available() else None
+    return DataCollatorWithPadding(tokenizer, pad_to_multiple_of=multiple)
 
 
 def length_grouping() -> dict:
