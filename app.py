@@ -179,12 +179,16 @@ def explain_ui(predictor: Predictor, text: str) -> None:
         if not slot.button("Why? Explain this prediction", icon=":material/lightbulb:", key="explain"):
             return
         slot.empty()  # the button goes once its explanation is on its way
-        with st.spinner(f"Weighing each word (Integrated Gradients: {DEFAULT_STEPS} passes through the model, up to a minute on a CPU)…"):
+        with st.spinner(
+            f"Weighing each word (Integrated Gradients: {DEFAULT_STEPS} passes through the model, up to a minute on a CPU)…"
+        ):
             started = time.perf_counter()
             try:
                 explanation = predictor.explain(text, n_steps=DEFAULT_STEPS)
             except ImportError as error:  # captum missing: an install problem, not a crash
-                st.error(f"Explanations need the `{error.name or 'captum'}` package: `pip install -r requirements.txt`.")
+                st.error(
+                    f"Explanations need the `{error.name or 'captum'}` package: `pip install -r requirements.txt`."
+                )
                 return
             stored = (text, explanation, time.perf_counter() - started)
         st.session_state[EXPLANATION_KEY] = stored
@@ -194,11 +198,18 @@ def explain_ui(predictor: Predictor, text: str) -> None:
     box.markdown("**Why:** each word's colour shows which way it pushed the prediction, and how hard.")
     box.html(legend_html(negative_label, positive_label) + highlight_html(explanation.text, explanation.words))
     towards_negative, towards_positive = box.columns(2)
-    for column, direction, label in ((towards_positive, "positive", positive_label), (towards_negative, "negative", negative_label)):
+    for column, direction, label in (
+        (towards_positive, "positive", positive_label),
+        (towards_negative, "negative", negative_label),
+    ):
         top = explanation.top(5, direction)
         column.markdown(f"**Towards {label}**")
         column.markdown("\n".join(f"- {code_span(word.word)} {word.score:+.2f}" for word in top) or "(no word)")
-    note = " Only the beginning and end of this long review were read, and only they are coloured." if getattr(explanation, "truncated", False) else ""
+    note = (
+        " Only the beginning and end of this long review were read, and only they are coloured."
+        if getattr(explanation, "truncated", False)
+        else ""
+    )
     box.caption(
         f"Integrated Gradients on the word embeddings, relative to an empty review; scores in logit units "
         f"add up to {explanation.prediction_minus_baseline:+.2f} (integration error {explanation.convergence_delta:+.3f}). "
@@ -274,19 +285,24 @@ def batch_results_ui(stored: dict, labels: tuple[str, ...], threshold: float) ->
     shares, histogram = st.columns(2)
     shares.markdown("**Verdicts**")
     shares.altair_chart(
-        alt.Chart(shown).mark_bar().encode(
+        alt.Chart(shown)
+        .mark_bar()
+        .encode(
             x=alt.X("verdict:N", sort=None, title=None, axis=alt.Axis(labelAngle=0)),
             y=alt.Y("share:Q", axis=alt.Axis(format="%"), title="share of rows"),
             color=alt.Color("verdict:N", scale=colours, legend=None),
             tooltip=["verdict", "reviews", alt.Tooltip("share:Q", format=".1%")],
-        ).properties(height=240),
+        )
+        .properties(height=240),
         width="stretch",
     )
     bins = confidence_histogram(results["confidence"])
     bins["side"] = np.where(bins["low"] + 1e-9 < threshold, "below the threshold", "at or above")
     histogram.markdown("**Confidence**")
     histogram.altair_chart(
-        alt.Chart(bins).mark_bar().encode(
+        alt.Chart(bins)
+        .mark_bar()
+        .encode(
             x=alt.X("low:Q", bin=alt.Bin(binned=True, step=0.05), axis=alt.Axis(format="%", labelAngle=0), title=None),
             x2="high:Q",
             y=alt.Y("reviews:Q", title="reviews"),
@@ -296,7 +312,8 @@ def batch_results_ui(stored: dict, labels: tuple[str, ...], threshold: float) ->
                 legend=alt.Legend(orient="bottom", title=None),
             ),
             tooltip=["confidence", "reviews"],
-        ).properties(height=240),
+        )
+        .properties(height=240),
         width="stretch",
     )
     predicted = [column for column in ("verdict", "predicted_label", "confidence") if column in results.columns]
@@ -357,11 +374,18 @@ def batch_ui(predictor: Predictor, threshold: float) -> None:
         bar = st.progress(0.0, text="Scoring…")
         started = time.perf_counter()
         rows = score_texts(
-            predictor, texts, on_progress=lambda done, total: bar.progress(done / total, text=f"Scored {done:,} of {total:,} reviews")
+            predictor,
+            texts,
+            on_progress=lambda done, total: bar.progress(done / total, text=f"Scored {done:,} of {total:,} reviews"),
         )
         st.session_state[BATCH_KEY] = {
-            "key": key, "name": name, "column": column, "frame": frame, "rows": rows,
-            "elapsed_s": time.perf_counter() - started, "device": predictor.device_name,
+            "key": key,
+            "name": name,
+            "column": column,
+            "frame": frame,
+            "rows": rows,
+            "elapsed_s": time.perf_counter() - started,
+            "device": predictor.device_name,
         }
     stored = st.session_state.get(BATCH_KEY)
     if stored is not None and stored["key"] == key:  # results for this file and column, not an earlier one
@@ -371,7 +395,9 @@ def batch_ui(predictor: Predictor, threshold: float) -> None:
 def main() -> None:
     st.set_page_config(page_title="Movie review sentiment", page_icon=":material/movie:")
     st.title(":material/movie: Movie review sentiment")
-    st.write("Paste a movie review, or upload a file of them, and a LoRA-tuned transformer tells you whether each is positive or negative.")
+    st.write(
+        "Paste a movie review, or upload a file of them, and a LoRA-tuned transformer tells you whether each is positive or negative."
+    )
 
     try:
         predictor = load_predictor(model_dir_from_env())

@@ -38,8 +38,8 @@ import sys
 import tempfile
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -89,10 +89,19 @@ class BenchConfig:
     smoke: bool = False
     output: str | None = None
 
-    def shrunk_for_smoke(self) -> "BenchConfig":
+    def shrunk_for_smoke(self) -> BenchConfig:
         return dataclasses.replace(
-            self, reviews=20, latency_reviews=5, rounds=2, app_requests=3, gpu_reviews=20, gpu_batch_size=8,
-            gpu_pipeline_batch_size=4, train_steps=2, train_batch_size=4, train_max_length=64,
+            self,
+            reviews=20,
+            latency_reviews=5,
+            rounds=2,
+            app_requests=3,
+            gpu_reviews=20,
+            gpu_batch_size=8,
+            gpu_pipeline_batch_size=4,
+            train_steps=2,
+            train_batch_size=4,
+            train_max_length=64,
         )
 
 
@@ -102,26 +111,76 @@ def parse_args(argv: list[str] | None = None) -> BenchConfig:
     add = parser.add_argument
     for part in PARTS:
         add(f"--{part}", action="store_true", help=f"Run the {part} part (none named: every part).")
-    add("--model", default=None, help="Adapter folder (default: the shipped trained_model/; under --smoke a tiny one trained here).")
+    add(
+        "--model",
+        default=None,
+        help="Adapter folder (default: the shipped trained_model/; under --smoke a tiny one trained here).",
+    )
     add("--data", default=defaults.data, help="IMDb folder with train.parquet and test.parquet (default: %(default)s).")
-    add("--reviews", type=int, default=defaults.reviews, help="Test reviews for throughput and accuracy (default: %(default)s).")
-    add("--latency-reviews", type=int, default=defaults.latency_reviews, help="Single reviews timed one by one (default: %(default)s).")
-    add("--rounds", type=int, default=defaults.rounds,
-        help="Throughput is measured in this many interleaved chunks, so drifting background load hits every system alike.")
-    add("--seed", type=int, default=defaults.seed, help="Seed of the review sample (default: %(default)s, as in the README).")
-    add("--batch-size", type=int, default=defaults.batch_size, help="Predictor batch size on the CPU (the CLI's default).")
-    add("--pipeline-batch-size", type=int, default=defaults.pipeline_batch_size,
-        help="Pipeline batch size on the CPU (default: %(default)s, the pipeline's own default).")
-    add("--app-requests", type=int, default=defaults.app_requests, help="Reviews sent to the app for per-request latency.")
+    add(
+        "--reviews",
+        type=int,
+        default=defaults.reviews,
+        help="Test reviews for throughput and accuracy (default: %(default)s).",
+    )
+    add(
+        "--latency-reviews",
+        type=int,
+        default=defaults.latency_reviews,
+        help="Single reviews timed one by one (default: %(default)s).",
+    )
+    add(
+        "--rounds",
+        type=int,
+        default=defaults.rounds,
+        help="Throughput is measured in this many interleaved chunks, so drifting background load hits every system alike.",
+    )
+    add(
+        "--seed",
+        type=int,
+        default=defaults.seed,
+        help="Seed of the review sample (default: %(default)s, as in the README).",
+    )
+    add(
+        "--batch-size",
+        type=int,
+        default=defaults.batch_size,
+        help="Predictor batch size on the CPU (the CLI's default).",
+    )
+    add(
+        "--pipeline-batch-size",
+        type=int,
+        default=defaults.pipeline_batch_size,
+        help="Pipeline batch size on the CPU (default: %(default)s, the pipeline's own default).",
+    )
+    add(
+        "--app-requests",
+        type=int,
+        default=defaults.app_requests,
+        help="Reviews sent to the app for per-request latency.",
+    )
     add("--gpu-reviews", type=int, default=defaults.gpu_reviews, help="Test reviews for GPU inference throughput.")
     add("--gpu-batch-size", type=int, default=defaults.gpu_batch_size, help="Predictor batch size on the GPU.")
-    add("--gpu-pipeline-batch-size", type=int, default=defaults.gpu_pipeline_batch_size, help="Pipeline batch size on the GPU.")
+    add(
+        "--gpu-pipeline-batch-size",
+        type=int,
+        default=defaults.gpu_pipeline_batch_size,
+        help="Pipeline batch size on the GPU.",
+    )
     add("--train-steps", type=int, default=defaults.train_steps, help="Optimizer steps per training setup.")
     add("--train-batch-size", type=int, default=defaults.train_batch_size, help="Training batch size for both setups.")
-    add("--threads", type=int, default=None,
+    add(
+        "--threads",
+        type=int,
+        default=None,
         help="CPU threads for every system, in process and in the CLI subprocesses (default: PyTorch's, one per core). "
-             "On a machine other jobs load, 1 avoids threads waiting on descheduled siblings, which distorts small calls most.")
-    add("--smoke", action="store_true", help="Tiny model, 20 reviews, every part on the CPU: checks that it all runs, in well under a minute.")
+        "On a machine other jobs load, 1 avoids threads waiting on descheduled siblings, which distorts small calls most.",
+    )
+    add(
+        "--smoke",
+        action="store_true",
+        help="Tiny model, 20 reviews, every part on the CPU: checks that it all runs, in well under a minute.",
+    )
     add("--output", default=None, help="JSON file to write (default: results/benchmarks/benchmark-<date>.json).")
     args = vars(parser.parse_args(argv))
     chosen = tuple(part for part in PARTS if args.pop(part.replace("-", "_")))
@@ -134,8 +193,12 @@ def parse_args(argv: list[str] | None = None) -> BenchConfig:
 
 def latency_summary(seconds: list[float]) -> dict:
     values = np.asarray(seconds) * 1000
-    return {"p50_ms": round(float(np.percentile(values, 50)), 1), "p95_ms": round(float(np.percentile(values, 95)), 1),
-            "mean_ms": round(float(values.mean()), 1), "count": len(values)}
+    return {
+        "p50_ms": round(float(np.percentile(values, 50)), 1),
+        "p95_ms": round(float(np.percentile(values, 95)), 1),
+        "mean_ms": round(float(values.mean()), 1),
+        "count": len(values),
+    }
 
 
 def accuracy(labels, positive_probability) -> float:
@@ -196,7 +259,9 @@ def describe_machine() -> dict:
     import transformers
 
     cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    field = lambda name: next((line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if line.startswith(name)), "")  # noqa: E731
+    field = lambda name: next(
+        (line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if line.startswith(name)), ""
+    )  # noqa: E731
     flags = set(field("flags").split())
     machine = {
         "cpu": field("model name") or platform.processor() or "unknown",
@@ -232,9 +297,20 @@ def tiny_adapter(workdir: Path, data: str) -> Path:
 
     base = random_distilbert(workdir / "tiny_distilbert", TINY_DISTILBERT_SHAPE)
     config = train.TrainConfig(
-        base_model=str(base), data=data, output_dir=str(workdir / "tiny_adapter"), results_dir=str(workdir / "tiny_results"),
-        max_length=128, max_steps=4, batch_size=8, eval_batch_size=32, train_limit=64, validation_limit=32,
-        lora_rank=4, lora_alpha=8, logging_steps=2, eval_steps=4,
+        base_model=str(base),
+        data=data,
+        output_dir=str(workdir / "tiny_adapter"),
+        results_dir=str(workdir / "tiny_results"),
+        max_length=128,
+        max_steps=4,
+        batch_size=8,
+        eval_batch_size=32,
+        train_limit=64,
+        validation_limit=32,
+        lora_rank=4,
+        lora_alpha=8,
+        logging_steps=2,
+        eval_steps=4,
     )
     with quiet():
         train.main(config)
@@ -304,13 +380,19 @@ def bench_inference(config: BenchConfig, model_dir: Path) -> dict:
         "pipeline_batch_size": config.pipeline_batch_size,
         "systems": systems,
         "throughput_ratio": ratio(systems["predictor"]["reviews_per_s"], systems["pipeline"]["reviews_per_s"]),
-        "throughput_ratio_fp32": ratio(systems["predictor_fp32"]["reviews_per_s"], systems["pipeline"]["reviews_per_s"]),
+        "throughput_ratio_fp32": ratio(
+            systems["predictor_fp32"]["reviews_per_s"], systems["pipeline"]["reviews_per_s"]
+        ),
         "latency_p50_ratio": ratio(systems["predictor"]["latency"]["p50_ms"], systems["pipeline"]["latency"]["p50_ms"]),
         "latency_p95_ratio": ratio(systems["predictor"]["latency"]["p95_ms"], systems["pipeline"]["latency"]["p95_ms"]),
-        "accuracy_change_points": round(100 * (systems["predictor"]["accuracy"] - systems["predictor_fp32"]["accuracy"]), 2),
-        "labels_changed_vs_fp32": agree(throughput["predictor"]["positive_probability"], throughput["predictor_fp32"]["positive_probability"]),
+        "accuracy_change_points": round(
+            100 * (systems["predictor"]["accuracy"] - systems["predictor_fp32"]["accuracy"]), 2
+        ),
+        "labels_changed_vs_fp32": agree(
+            throughput["predictor"]["positive_probability"], throughput["predictor_fp32"]["positive_probability"]
+        ),
         "method": f"throughput over {len(texts)} reviews in {config.rounds} interleaved rounds; latency: one review per call, "
-                  "each review sent to every system in turn; accuracy against the IMDb labels",
+        "each review sent to every system in turn; accuracy against the IMDb labels",
     }
 
 
@@ -322,11 +404,32 @@ def bench_cli(config: BenchConfig, model_dir: Path, workdir: Path) -> dict:
     source = workdir / f"reviews_{len(reviews)}.csv"
     reviews.to_csv(source, index=False)
     commands = {
-        "predict_cli": [sys.executable, "inference/predict.py", "--file", str(source), "--output", str(workdir / "predict_cli.csv"),
-                        "--model", str(model_dir), "--device", "cpu"],
-        "pipeline_script": [sys.executable, "benchmarks/pipeline_baseline.py", "--file", str(source),
-                            "--output", str(workdir / "pipeline_script.csv"), "--model", str(model_dir),
-                            "--batch-size", str(config.pipeline_batch_size), "--device", "cpu"],
+        "predict_cli": [
+            sys.executable,
+            "inference/predict.py",
+            "--file",
+            str(source),
+            "--output",
+            str(workdir / "predict_cli.csv"),
+            "--model",
+            str(model_dir),
+            "--device",
+            "cpu",
+        ],
+        "pipeline_script": [
+            sys.executable,
+            "benchmarks/pipeline_baseline.py",
+            "--file",
+            str(source),
+            "--output",
+            str(workdir / "pipeline_script.csv"),
+            "--model",
+            str(model_dir),
+            "--batch-size",
+            str(config.pipeline_batch_size),
+            "--device",
+            "cpu",
+        ],
     }
     environment = {**os.environ, "HF_HUB_OFFLINE": "1", **thread_environment(config.threads)}
     result = {"reviews": len(reviews), "commands": {name: shlex.join(command) for name, command in commands.items()}}
@@ -381,8 +484,12 @@ def browser_first_prediction(model_dir: Path, threads: int | None) -> dict:
         first_prediction_s = server.elapsed_s()
         caption = shown.inner_text()
         browser.close()
-    return {"seconds": round(first_prediction_s, 2), "review_box_shown_s": round(box_s, 2), "app_caption": caption,
-            "method": "wall time from starting `streamlit run app.py` to the verdict on screen in headless Chromium"}
+    return {
+        "seconds": round(first_prediction_s, 2),
+        "review_box_shown_s": round(box_s, 2),
+        "app_caption": caption,
+        "method": "wall time from starting `streamlit run app.py` to the verdict on screen in headless Chromium",
+    }
 
 
 def thread_environment(threads: int | None) -> dict:
@@ -416,9 +523,12 @@ def app_request_latency(config: BenchConfig, model_dir: Path) -> dict:
             os.environ.pop(MODEL_DIR_ENV, None)
         else:
             os.environ[MODEL_DIR_ENV] = previous
-    return {"latency": latency_summary(timings[1:]), "first_run_s": round(first_run_s, 2),
-            "method": "streamlit.testing AppTest: the review set in the text area and the script rerun, in process "
-                      "(no browser or network); the first request is a warm-up, not counted"}
+    return {
+        "latency": latency_summary(timings[1:]),
+        "first_run_s": round(first_run_s, 2),
+        "method": "streamlit.testing AppTest: the review set in the text area and the script rerun, in process "
+        "(no browser or network); the first request is a warm-up, not counted",
+    }
 
 
 def bench_gpu_train(config: BenchConfig, workdir: Path) -> dict:
@@ -429,17 +539,24 @@ def bench_gpu_train(config: BenchConfig, workdir: Path) -> dict:
 
     on_gpu = torch.cuda.is_available()
     if not on_gpu and not config.smoke:
-        return {"skipped": "no CUDA GPU on this machine: run `python benchmarks/benchmark.py --gpu-train` on one "
-                           "(--smoke checks the code path on the CPU at a tiny size)"}
+        return {
+            "skipped": "no CUDA GPU on this machine: run `python benchmarks/benchmark.py --gpu-train` on one "
+            "(--smoke checks the code path on the CPU at a tiny size)"
+        }
     shape = DISTILBERT_BASE_SHAPE if on_gpu and not config.smoke else TINY_DISTILBERT_SHAPE
     base = random_distilbert(workdir / "distilbert", shape)
     setups = {
         "project": dict(precision="auto", attention="sdpa", padding="dynamic", group_by_length=True),
         "tutorial": dict(precision="fp32", attention="eager", padding="max_length", group_by_length=False),
     }
-    result = {"device": torch.cuda.get_device_name() if on_gpu else "CPU (smoke size: checks the code path, not the speed)",
-              "model": {"shape": shape, "weights": "random (distilbert-base-uncased's shape)"}, "steps": config.train_steps,
-              "batch_size": config.train_batch_size, "max_length": config.train_max_length, "setups": setups}
+    result = {
+        "device": torch.cuda.get_device_name() if on_gpu else "CPU (smoke size: checks the code path, not the speed)",
+        "model": {"shape": shape, "weights": "random (distilbert-base-uncased's shape)"},
+        "steps": config.train_steps,
+        "batch_size": config.train_batch_size,
+        "max_length": config.train_max_length,
+        "setups": setups,
+    }
     # A few unmeasured steps of each setup first: the CUDA context, cuBLAS and kernel plans are built once per
     # process, and would otherwise all be charged to whichever setup runs first.
     for name, settings in [(f"warmup_{name}", settings) for name, settings in setups.items()] + list(setups.items()):
@@ -447,10 +564,18 @@ def bench_gpu_train(config: BenchConfig, workdir: Path) -> dict:
         steps = min(10, config.train_steps) if warmup else config.train_steps
         run = workdir / f"train_{name}"
         train_config = train.TrainConfig(
-            base_model=str(base), data=config.data, output_dir=str(run / "adapter"), results_dir=str(run / "results"),
-            max_length=config.train_max_length, max_steps=steps, batch_size=config.train_batch_size,
-            eval_batch_size=2 * config.train_batch_size, train_limit=config.train_steps * config.train_batch_size,
-            validation_limit=max(8, config.train_batch_size * 4), logging_steps=max(1, steps // 4), seed=0,
+            base_model=str(base),
+            data=config.data,
+            output_dir=str(run / "adapter"),
+            results_dir=str(run / "results"),
+            max_length=config.train_max_length,
+            max_steps=steps,
+            batch_size=config.train_batch_size,
+            eval_batch_size=2 * config.train_batch_size,
+            train_limit=config.train_steps * config.train_batch_size,
+            validation_limit=max(8, config.train_batch_size * 4),
+            logging_steps=max(1, steps // 4),
+            seed=0,
             **settings,
         )
         with quiet():
@@ -460,8 +585,10 @@ def bench_gpu_train(config: BenchConfig, workdir: Path) -> dict:
         if on_gpu:
             torch.cuda.empty_cache()
     result["samples_per_s_ratio"] = ratio(result["project"]["samples_per_s"], result["tutorial"]["samples_per_s"])
-    result["method"] = ("the Trainer's train_samples_per_second (steps x batch / training loop time, which includes one "
-                        "short validation pass and checkpoint at the end); LoRA as train.py sets it up")
+    result["method"] = (
+        "the Trainer's train_samples_per_second (steps x batch / training loop time, which includes one "
+        "short validation pass and checkpoint at the end); LoRA as train.py sets it up"
+    )
     return result
 
 
@@ -486,9 +613,14 @@ def bench_gpu_inference(config: BenchConfig, model_dir: Path) -> dict:
         "predictor": lambda part: predictor.predict_proba(part, batch_size=config.gpu_batch_size)[:, 1].tolist(),
         "pipeline": lambda part: pipeline_positive_probability(classify(part)),
     }
-    result = {"device": torch.cuda.get_device_name() if on_gpu else "CPU (smoke size: checks the code path, not the speed)",
-              "reviews": len(texts), "max_length": predictor.config.max_length, "precision": predictor.precision,
-              "batch_size": config.gpu_batch_size, "pipeline_batch_size": config.gpu_pipeline_batch_size}
+    result = {
+        "device": torch.cuda.get_device_name() if on_gpu else "CPU (smoke size: checks the code path, not the speed)",
+        "reviews": len(texts),
+        "max_length": predictor.config.max_length,
+        "precision": predictor.precision,
+        "batch_size": config.gpu_batch_size,
+        "pipeline_batch_size": config.gpu_pipeline_batch_size,
+    }
     for name, score in systems.items():
         # Two passes over the same reviews: the first builds the CUDA context and a kernel plan per batch
         # shape (cold, what the first request pays), the second is the steady state a server runs at.
@@ -501,9 +633,14 @@ def bench_gpu_inference(config: BenchConfig, model_dir: Path) -> dict:
             if on_gpu:
                 torch.cuda.synchronize()
             passes.append(time.perf_counter() - started)
-        result[name] = {"reviews_per_s": round(len(texts) / passes[1], 1),
-                        "cold_reviews_per_s": round(len(texts) / passes[0], 1), "accuracy": round(accuracy(labels, scores), 4)}
-    result["reviews_per_s"] = result["predictor"]["reviews_per_s"] if on_gpu else None  # the 5,000/s target is for a GPU
+        result[name] = {
+            "reviews_per_s": round(len(texts) / passes[1], 1),
+            "cold_reviews_per_s": round(len(texts) / passes[0], 1),
+            "accuracy": round(accuracy(labels, scores), 4),
+        }
+    result["reviews_per_s"] = (
+        result["predictor"]["reviews_per_s"] if on_gpu else None
+    )  # the 5,000/s target is for a GPU
     result["reviews_per_s_ratio"] = ratio(result["predictor"]["reviews_per_s"], result["pipeline"]["reviews_per_s"])
     result["method"] = "end to end (tokenization included), one call over every review; the second of two passes"
     return result
@@ -517,8 +654,15 @@ def check_targets(parts: dict) -> list[dict]:
     for part, figure, comparison, bound in TARGETS:
         if part in parts and isinstance(parts[part], dict) and figure in parts[part]:
             value = parts[part][figure]
-            checked.append({"part": part, "figure": figure, "value": value, "target": f"{comparison.replace('abs', '|x| ')} {bound}",
-                            "met": target_met(value, comparison, bound)})
+            checked.append(
+                {
+                    "part": part,
+                    "figure": figure,
+                    "value": value,
+                    "target": f"{comparison.replace('abs', '|x| ')} {bound}",
+                    "met": target_met(value, comparison, bound),
+                }
+            )
     return checked
 
 
@@ -526,41 +670,106 @@ def table(report: dict) -> str:
     """The results as a markdown table: what, this project, the baseline, the ratio."""
     rows = [("part", "measure", "this project", "baseline", "ratio"), ("---",) * 5]
     parts = report["parts"]
-    fmt = lambda value, unit="": "–" if value is None else f"{value:,.2f}{unit}" if isinstance(value, float) else f"{value}{unit}"  # noqa: E731
+    fmt = lambda value, unit="": (
+        "–" if value is None else f"{value:,.2f}{unit}" if isinstance(value, float) else f"{value}{unit}"
+    )  # noqa: E731
     for part, result in parts.items():
         if "skipped" in result or "error" in result:
-            rows.append((part, "skipped" if "skipped" in result else "error", result.get("skipped") or result.get("error"), "", ""))
+            rows.append(
+                (
+                    part,
+                    "skipped" if "skipped" in result else "error",
+                    result.get("skipped") or result.get("error"),
+                    "",
+                    "",
+                )
+            )
             continue
         if part == "inference":
             s = result["systems"]
             p, e, b = s["predictor"], s["predictor_fp32"], s["pipeline"]
             rows += [
-                (part, f"throughput, {result['reviews']} reviews (reviews/s)", f"{fmt(p['reviews_per_s'])} ({result['predictor_precision']}); "
-                 f"{fmt(e['reviews_per_s'])} (fp32)", f"{fmt(b['reviews_per_s'])} (pipeline, batch {result['pipeline_batch_size']})",
-                 f"{fmt(result['throughput_ratio'])}x; fp32 {fmt(result['throughput_ratio_fp32'])}x"),
-                (part, f"single-review latency p50, {result['latency_reviews']} reviews", f"{fmt(p['latency']['p50_ms'], ' ms')}; "
-                 f"fp32 {fmt(e['latency']['p50_ms'], ' ms')}", fmt(b["latency"]["p50_ms"], " ms"), fmt(result["latency_p50_ratio"])),
-                (part, "single-review latency p95", f"{fmt(p['latency']['p95_ms'], ' ms')}; fp32 {fmt(e['latency']['p95_ms'], ' ms')}",
-                 fmt(b["latency"]["p95_ms"], " ms"), fmt(result["latency_p95_ratio"])),
-                (part, "accuracy", f"{p['accuracy']:.4f}; fp32 {e['accuracy']:.4f} "
-                 f"({result['accuracy_change_points']:+.2f} points, {result['labels_changed_vs_fp32']} labels changed)",
-                 f"{b['accuracy']:.4f}", ""),
+                (
+                    part,
+                    f"throughput, {result['reviews']} reviews (reviews/s)",
+                    f"{fmt(p['reviews_per_s'])} ({result['predictor_precision']}); {fmt(e['reviews_per_s'])} (fp32)",
+                    f"{fmt(b['reviews_per_s'])} (pipeline, batch {result['pipeline_batch_size']})",
+                    f"{fmt(result['throughput_ratio'])}x; fp32 {fmt(result['throughput_ratio_fp32'])}x",
+                ),
+                (
+                    part,
+                    f"single-review latency p50, {result['latency_reviews']} reviews",
+                    f"{fmt(p['latency']['p50_ms'], ' ms')}; fp32 {fmt(e['latency']['p50_ms'], ' ms')}",
+                    fmt(b["latency"]["p50_ms"], " ms"),
+                    fmt(result["latency_p50_ratio"]),
+                ),
+                (
+                    part,
+                    "single-review latency p95",
+                    f"{fmt(p['latency']['p95_ms'], ' ms')}; fp32 {fmt(e['latency']['p95_ms'], ' ms')}",
+                    fmt(b["latency"]["p95_ms"], " ms"),
+                    fmt(result["latency_p95_ratio"]),
+                ),
+                (
+                    part,
+                    "accuracy",
+                    f"{p['accuracy']:.4f}; fp32 {e['accuracy']:.4f} "
+                    f"({result['accuracy_change_points']:+.2f} points, {result['labels_changed_vs_fp32']} labels changed)",
+                    f"{b['accuracy']:.4f}",
+                    "",
+                ),
             ]
         elif part == "cli":
             c, b = result["predict_cli"], result["pipeline_script"]
-            rows.append((part, f"whole process, {result['reviews']} reviews (wall s)", f"{c['wall_s']:.1f} s (accuracy {c['accuracy']:.4f})",
-                         f"{b['wall_s']:.1f} s (accuracy {b['accuracy']:.4f})", f"{fmt(result['speedup'])}x faster"))
+            rows.append(
+                (
+                    part,
+                    f"whole process, {result['reviews']} reviews (wall s)",
+                    f"{c['wall_s']:.1f} s (accuracy {c['accuracy']:.4f})",
+                    f"{b['wall_s']:.1f} s (accuracy {b['accuracy']:.4f})",
+                    f"{fmt(result['speedup'])}x faster",
+                )
+            )
         elif part == "app":
             first, per = result["start_to_first_prediction"], result["per_request"]
-            rows.append((part, "`streamlit run` to first prediction", fmt(first.get("seconds"), " s") if "seconds" in first else first.get("skipped"), "", ""))
-            rows.append((part, f"per request p50 / p95 ({per['latency']['count']} requests, AppTest)",
-                         f"{per['latency']['p50_ms']:.0f} / {per['latency']['p95_ms']:.0f} ms", "", fmt(result.get("per_request_p50_ratio_to_pipeline"))))
+            rows.append(
+                (
+                    part,
+                    "`streamlit run` to first prediction",
+                    fmt(first.get("seconds"), " s") if "seconds" in first else first.get("skipped"),
+                    "",
+                    "",
+                )
+            )
+            rows.append(
+                (
+                    part,
+                    f"per request p50 / p95 ({per['latency']['count']} requests, AppTest)",
+                    f"{per['latency']['p50_ms']:.0f} / {per['latency']['p95_ms']:.0f} ms",
+                    "",
+                    fmt(result.get("per_request_p50_ratio_to_pipeline")),
+                )
+            )
         elif part == "gpu-train":
-            rows.append((part, f"training samples/s ({result['device']})", fmt(result["project"]["samples_per_s"]),
-                         fmt(result["tutorial"]["samples_per_s"]), f"{fmt(result['samples_per_s_ratio'])}x"))
+            rows.append(
+                (
+                    part,
+                    f"training samples/s ({result['device']})",
+                    fmt(result["project"]["samples_per_s"]),
+                    fmt(result["tutorial"]["samples_per_s"]),
+                    f"{fmt(result['samples_per_s_ratio'])}x",
+                )
+            )
         elif part == "gpu-inference":
-            rows.append((part, f"inference reviews/s ({result['device']})", fmt(result["predictor"]["reviews_per_s"]),
-                         fmt(result["pipeline"]["reviews_per_s"]), f"{fmt(result['reviews_per_s_ratio'])}x"))
+            rows.append(
+                (
+                    part,
+                    f"inference reviews/s ({result['device']})",
+                    fmt(result["predictor"]["reviews_per_s"]),
+                    fmt(result["pipeline"]["reviews_per_s"]),
+                    f"{fmt(result['reviews_per_s_ratio'])}x",
+                )
+            )
     lines = ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
     for target in report["targets"]:
         verdict = {True: "met", False: "NOT met", None: "n/a"}[target["met"]]
@@ -606,20 +815,28 @@ def main(config: BenchConfig, argv: list[str] | None = None) -> dict:
             try:
                 report["parts"][part] = runners[part]()
             except Exception as error:  # recorded in the report; the exit status says something failed
-                report["parts"][part] = {"error": f"{type(error).__name__}: {error}", "traceback": traceback.format_exc()[-3000:]}
+                report["parts"][part] = {
+                    "error": f"{type(error).__name__}: {error}",
+                    "traceback": traceback.format_exc()[-3000:],
+                }
             report["parts"][part]["part_s"] = round(time.perf_counter() - part_started, 1)
     report["load_average_at_end"] = [round(value, 2) for value in os.getloadavg()]
     report["targets"] = check_targets(report["parts"])
     if config.smoke:  # a tiny random model's figures say the code runs, nothing about speed
         for target in report["targets"]:
             target.update(met=None, note="smoke run on a tiny model: not a measurement")
-    output = Path(config.output) if config.output else RESULTS_DIR / (
-        f"{'smoke' if config.smoke else 'benchmark'}-{started.strftime('%Y%m%d-%H%M%S')}.json")
+    output = (
+        Path(config.output)
+        if config.output
+        else RESULTS_DIR / (f"{'smoke' if config.smoke else 'benchmark'}-{started.strftime('%Y%m%d-%H%M%S')}.json")
+    )
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(report, indent=2) + "\n")
     report["output"] = str(output)
-    print(f"{report['machine']['cpu']}, {report['machine']['cpu_cores_available']} cores, GPU: {report['machine']['gpu'] or 'none'}; "
-          f"{report['date']}; load average at start {report['load_average_at_start']}")
+    print(
+        f"{report['machine']['cpu']}, {report['machine']['cpu_cores_available']} cores, GPU: {report['machine']['gpu'] or 'none'}; "
+        f"{report['date']}; load average at start {report['load_average_at_start']}"
+    )
     print(table(report))
     print(f"JSON: {output}")
     return report

@@ -65,8 +65,12 @@ def forward_pass(predictor, token_ids: list[list[int]], batch_size: int, multipl
             output.double().cpu().numpy()
             spent["to_host_s"] += time.perf_counter() - tick
     total = time.perf_counter() - started
-    return {**{key: round(value, 3) for key, value in spent.items()}, "total_s": round(total, 3),
-            "reviews_per_s": round(len(token_ids) / total, 1), "distinct_shapes": len(shapes)}
+    return {
+        **{key: round(value, 3) for key, value in spent.items()},
+        "total_s": round(total, 3),
+        "reviews_per_s": round(len(token_ids) / total, 1),
+        "distinct_shapes": len(shapes),
+    }
 
 
 def profile_inference(data: Path, reviews: int, model_dir: Path) -> dict:
@@ -77,9 +81,15 @@ def profile_inference(data: Path, reviews: int, model_dir: Path) -> dict:
 
     texts = pd.read_parquet(data / "test.parquet", columns=["text"])["text"].tolist()[:reviews]
     predictor, load_s = timed(Predictor.from_pretrained, model_dir)
-    result = {"reviews": len(texts), "device": predictor.device_name, "precision": predictor.precision, "load_s": load_s}
-    token_ids, result["encode_s"] = timed(encode_texts, predictor.tokenizer, texts, predictor.config.max_length,
-                                          predictor.config.truncation)
+    result = {
+        "reviews": len(texts),
+        "device": predictor.device_name,
+        "precision": predictor.precision,
+        "load_s": load_s,
+    }
+    token_ids, result["encode_s"] = timed(
+        encode_texts, predictor.tokenizer, texts, predictor.config.max_length, predictor.config.truncation
+    )
     result["mean_tokens"] = round(sum(map(len, token_ids)) / len(token_ids), 1)
     _, result["end_to_end_cold_s"] = timed(predictor.predict_logits, texts, batch_size=256)
     _, result["end_to_end_warm_s"] = timed(predictor.predict_logits, texts, batch_size=256)
@@ -104,8 +114,15 @@ def top_operations(profiler, count: int = 15) -> list[dict]:
     averages = profiler.key_averages()
     device_key = "self_device_time_total" if hasattr(averages[0], "self_device_time_total") else "self_cuda_time_total"
     rows = sorted(averages, key=lambda event: -event.self_cpu_time_total)[:count]
-    return [{"name": event.key, "calls": event.count, "self_cpu_ms": round(event.self_cpu_time_total / 1000, 1),
-             "self_device_ms": round(getattr(event, device_key, 0) / 1000, 1)} for event in rows]
+    return [
+        {
+            "name": event.key,
+            "calls": event.count,
+            "self_cpu_ms": round(event.self_cpu_time_total / 1000, 1),
+            "self_device_ms": round(getattr(event, device_key, 0) / 1000, 1),
+        }
+        for event in rows
+    ]
 
 
 def profile_training(data: Path, steps: int, shape: dict, workdir: Path) -> dict:
@@ -116,14 +133,24 @@ def profile_training(data: Path, steps: int, shape: dict, workdir: Path) -> dict
     result = {"steps": steps, "batch_size": 32, "max_length": 512, "runs": []}
     for run, workers in enumerate((4, 0, 4)):
         config = train.TrainConfig(
-            base_model=str(base), data=str(data), output_dir=str(workdir / f"adapter{run}"),
-            results_dir=str(workdir / f"results{run}"), max_length=512, max_steps=steps, batch_size=32,
-            eval_batch_size=64, train_limit=steps * 32, validation_limit=64, logging_steps=max(1, steps // 2), seed=0,
+            base_model=str(base),
+            data=str(data),
+            output_dir=str(workdir / f"adapter{run}"),
+            results_dir=str(workdir / f"results{run}"),
+            max_length=512,
+            max_steps=steps,
+            batch_size=32,
+            eval_batch_size=64,
+            train_limit=steps * 32,
+            validation_limit=64,
+            logging_steps=max(1, steps // 2),
+            seed=0,
             num_workers=workers,
         )
         summary, seconds = timed(train.main, config)
-        result["runs"].append({"num_workers": workers, "samples_per_s": summary["train_samples_per_second"],
-                               "main_s": seconds})
+        result["runs"].append(
+            {"num_workers": workers, "samples_per_s": summary["train_samples_per_second"], "main_s": seconds}
+        )
     return result
 
 

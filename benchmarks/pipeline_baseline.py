@@ -46,9 +46,15 @@ def main(argv: list[str] | None = None) -> None:
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--file", type=Path, required=True, help="CSV with a text column.")
-    parser.add_argument("--output", type=Path, required=True, help="CSV to write, with predicted_label and score added.")
-    parser.add_argument("--model", type=Path, default=DEFAULT_MODEL_DIR, help="Adapter folder (default: the shipped one).")
-    parser.add_argument("--batch-size", type=int, default=1, help="Reviews per forward pass (default: the pipeline's own, 1).")
+    parser.add_argument(
+        "--output", type=Path, required=True, help="CSV to write, with predicted_label and score added."
+    )
+    parser.add_argument(
+        "--model", type=Path, default=DEFAULT_MODEL_DIR, help="Adapter folder (default: the shipped one)."
+    )
+    parser.add_argument(
+        "--batch-size", type=int, default=1, help="Reviews per forward pass (default: the pipeline's own, 1)."
+    )
     parser.add_argument("--device", default="cpu", help="cpu, or cuda / a GPU index.")
     args = parser.parse_args(argv)
 

@@ -46,8 +46,11 @@ def main(args: argparse.Namespace) -> dict:
     check_adapter_folder(args.model)
     split = recorded_split(args.model, args.data)
     _, validation = load_train_validation(
-        readable_data(split["data"], given=args.data is not None), split["validation_fraction"], split["seed"],
-        split["train_limit"], split["validation_limit"],
+        readable_data(split["data"], given=args.data is not None),
+        split["validation_fraction"],
+        split["seed"],
+        split["train_limit"],
+        split["validation_limit"],
     )
     expected = read_metrics(args.model).get("validation", {}).get("num_examples")
     if expected is not None and expected != len(validation):
@@ -56,18 +59,25 @@ def main(args: argparse.Namespace) -> dict:
             f"selected on {expected}: this is not the data it was trained on. Pass that data with --data."
         )
 
-    predictor = Predictor.from_pretrained(args.model, device=args.device, precision="fp32", calibrated=False,
-                                          long_reviews="truncate")
+    predictor = Predictor.from_pretrained(
+        args.model, device=args.device, precision="fp32", calibrated=False, long_reviews="truncate"
+    )
     started = time.perf_counter()
     logits = predictor.predict_logits(validation["text"].tolist(), batch_size=args.batch_size, progress=True)
     seconds = time.perf_counter() - started
     labels = validation["label"].to_numpy()
 
     record = calibration_record(logits, labels)
-    record["split"] = {"data": str(split["data"]), "validation_fraction": split["validation_fraction"],
-                       "seed": split["seed"], "validation_limit": split["validation_limit"],
-                       "accuracy": float((logits.argmax(axis=1) == labels).mean())}
-    record["logits"] = f"fp32 on {predictor.device_name}, {predictor.config.truncation} truncation to {predictor.config.max_length} tokens"
+    record["split"] = {
+        "data": str(split["data"]),
+        "validation_fraction": split["validation_fraction"],
+        "seed": split["seed"],
+        "validation_limit": split["validation_limit"],
+        "accuracy": float((logits.argmax(axis=1) == labels).mean()),
+    }
+    record["logits"] = (
+        f"fp32 on {predictor.device_name}, {predictor.config.truncation} truncation to {predictor.config.max_length} tokens"
+    )
     write_calibration(args.model, record)
     return {**record, "seconds": round(seconds, 1)}
 

@@ -33,15 +33,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     options.add_model(parser)
     options.add_labelled_data(parser)
-    parser.add_argument("--limit", type=int, default=None, help="Evaluate a stratified, seeded subset of this many reviews.")
+    parser.add_argument(
+        "--limit", type=int, default=None, help="Evaluate a stratified, seeded subset of this many reviews."
+    )
     parser.add_argument("--seed", type=int, default=0, help="Seed for --limit's subset.")
     options.add_batch_size(parser, default=64)
     options.add_device(parser)
-    parser.add_argument("--output-dir", type=Path, default=RESULTS_DIR / "evaluation",
-                        help="Where the JSON report and plots go.")
+    parser.add_argument(
+        "--output-dir", type=Path, default=RESULTS_DIR / "evaluation", help="Where the JSON report and plots go."
+    )
     options.add_trust_pickle_weights(parser)
-    parser.add_argument("--record", action="store_true",
-                        help="Also store these metrics as the adapter's test metrics (in its metrics.json).")
+    parser.add_argument(
+        "--record",
+        action="store_true",
+        help="Also store these metrics as the adapter's test metrics (in its metrics.json).",
+    )
     return parser.parse_args(argv)
 
 
@@ -63,16 +69,28 @@ def main(args: argparse.Namespace) -> dict:
 
     report = {
         "metrics": metrics,
-        "data": {"source": str(args.data), "split": args.split, "limit": args.limit, "seed": args.seed,
-                 "num_examples": len(frame), "skipped_empty": int(blank.sum())},
+        "data": {
+            "source": str(args.data),
+            "split": args.split,
+            "limit": args.limit,
+            "seed": args.seed,
+            "num_examples": len(frame),
+            "skipped_empty": int(blank.sum()),
+        },
         "model": {key: value for key, value in predictor.info().items() if key != "metrics"},
-        "speed": {"seconds": round(seconds, 2), "reviews_per_second": round(len(frame) / seconds, 1),
-                  "batch_size": args.batch_size, "device": predictor.device_name},
+        "speed": {
+            "seconds": round(seconds, 2),
+            "reviews_per_second": round(len(frame) / seconds, 1),
+            "batch_size": args.batch_size,
+            "device": predictor.device_name,
+        },
         "reliability_bins": reliability_bins(probabilities.max(axis=1), probabilities.argmax(axis=1) == labels),
         "calibration": calibration_before_after(labels, logits, predictor.temperature),
     }
     args.output_dir.mkdir(parents=True, exist_ok=True)
-    report["plots"] = write_plots(labels, probabilities, metrics, report["calibration"], predictor.labels, args.output_dir)
+    report["plots"] = write_plots(
+        labels, probabilities, metrics, report["calibration"], predictor.labels, args.output_dir
+    )
     (args.output_dir / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     if args.record:
         record_test_metrics(args.model, metrics, report["data"])
@@ -118,10 +136,24 @@ def write_plots(labels, probabilities, metrics, calibration, label_names, folder
     matrix = np.array(metrics["confusion_matrix"])
     axis.imshow(matrix, cmap="Blues")
     for (row, column), count in np.ndenumerate(matrix):
-        axis.text(column, row, f"{count}", ha="center", va="center",
-                  color="white" if count > matrix.max() / 2 else "black", fontsize=12)
-    axis.set(xticks=[0, 1], yticks=[0, 1], xticklabels=label_names, yticklabels=label_names,
-             xlabel="predicted", ylabel="true", title=f"Confusion matrix (accuracy {metrics['accuracy']:.2%})")
+        axis.text(
+            column,
+            row,
+            f"{count}",
+            ha="center",
+            va="center",
+            color="white" if count > matrix.max() / 2 else "black",
+            fontsize=12,
+        )
+    axis.set(
+        xticks=[0, 1],
+        yticks=[0, 1],
+        xticklabels=label_names,
+        yticklabels=label_names,
+        xlabel="predicted",
+        ylabel="true",
+        title=f"Confusion matrix (accuracy {metrics['accuracy']:.2%})",
+    )
     figure.tight_layout()
     figure.savefig(paths["confusion_matrix"], dpi=120)
     plt.close(figure)
@@ -153,15 +185,30 @@ def plot_reliability(calibration: dict, path: Path) -> None:
         side = calibration[name]
         filled = [b for b in side["reliability_bins"] if b["count"]]
         centres = [(b["lower"] + b["upper"]) / 2 for b in filled]
-        axis.bar(centres, [b["accuracy"] for b in filled], width=[b["upper"] - b["lower"] for b in filled],
-                 edgecolor="black", alpha=0.7, label="accuracy in bin")
-        axis.plot([b["confidence"] for b in filled], [b["accuracy"] for b in filled], marker="o", color="black",
-                  label="accuracy vs mean confidence")
+        axis.bar(
+            centres,
+            [b["accuracy"] for b in filled],
+            width=[b["upper"] - b["lower"] for b in filled],
+            edgecolor="black",
+            alpha=0.7,
+            label="accuracy in bin",
+        )
+        axis.plot(
+            [b["confidence"] for b in filled],
+            [b["accuracy"] for b in filled],
+            marker="o",
+            color="black",
+            label="accuracy vs mean confidence",
+        )
         axis.plot([0, 1], [0, 1], linestyle="--", color="grey", label="perfect calibration")
         for centre, b in zip(centres, filled):  # how many reviews each bar stands for, at its foot
             axis.text(centre, 0.02, str(b["count"]), ha="center", va="bottom", fontsize=7, rotation=90)
-        axis.set(xlim=(0.45, 1.0), ylim=(0, 1), xlabel="confidence",
-                 title=f"{name} (T = {side['temperature']:.3f}): ECE {side['expected_calibration_error']:.4f}")
+        axis.set(
+            xlim=(0.45, 1.0),
+            ylim=(0, 1),
+            xlabel="confidence",
+            title=f"{name} (T = {side['temperature']:.3f}): ECE {side['expected_calibration_error']:.4f}",
+        )
     axes[0].legend(loc="upper left", fontsize=7, framealpha=0.9)
     axes[0].set_ylabel("accuracy")
     figure.tight_layout()

@@ -35,14 +35,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     options.add_model(parser)
     options.add_labelled_data(parser)
-    parser.add_argument("--limit", type=positive_int, default=None,
-                        help="Score a stratified, seeded sample of this many qualifying reviews (default: all of them).")
+    parser.add_argument(
+        "--limit",
+        type=positive_int,
+        default=None,
+        help="Score a stratified, seeded sample of this many qualifying reviews (default: all of them).",
+    )
     parser.add_argument("--seed", type=int, default=0, help="Seed for --limit's sample.")
     options.add_precision(parser)  # one loaded model, the same for both modes
     options.add_batch_size(parser, default=32, what="Inputs (reviews or windows)")
     options.add_device(parser)
-    parser.add_argument("--output", type=Path, default=RESULTS_DIR / "long_reviews.json",
-                        help="Where the JSON report goes (default: results/long_reviews.json).")
+    parser.add_argument(
+        "--output",
+        type=Path,
+        default=RESULTS_DIR / "long_reviews.json",
+        help="Where the JSON report goes (default: results/long_reviews.json).",
+    )
     return parser.parse_args(argv)
 
 
@@ -50,8 +58,9 @@ def main(args: argparse.Namespace) -> dict:
     """Score the long reviews both ways; returns the report also written to --output."""
     frame = load_split(args.data, args.split)
     frame = frame[frame["text"].str.strip() != ""].reset_index(drop=True)
-    truncating = Predictor.from_pretrained(args.model, device=args.device, precision=args.precision,
-                                           long_reviews="truncate")
+    truncating = Predictor.from_pretrained(
+        args.model, device=args.device, precision=args.precision, long_reviews="truncate"
+    )
     max_length = truncating.config.max_length
     lengths = token_counts(truncating.tokenizer, frame["text"].tolist())
     long_frame = frame[lengths > max_length].assign(tokens=lengths[lengths > max_length]).reset_index(drop=True)
@@ -61,18 +70,33 @@ def main(args: argparse.Namespace) -> dict:
     texts, labels = scored["text"].tolist(), scored["label"].to_numpy()
 
     # Both modes share one loaded (and, for int8, one quantized) model: only the inputs differ.
-    predictors = {mode: Predictor(truncating.model, truncating.tokenizer, truncating.config, truncating.device,
-                                  truncating.model_dir, truncating.precision, truncating.temperature, long_reviews=mode)
-                  for mode in LONG_REVIEW_MODES}
+    predictors = {
+        mode: Predictor(
+            truncating.model,
+            truncating.tokenizer,
+            truncating.config,
+            truncating.device,
+            truncating.model_dir,
+            truncating.precision,
+            truncating.temperature,
+            long_reviews=mode,
+        )
+        for mode in LONG_REVIEW_MODES
+    }
     modes = score_interleaved(predictors, texts, args.batch_size)
     windows = len(encode_windows(truncating.tokenizer, texts, max_length)[0])
 
     report = {
-        "data": {"source": str(args.data), "split": args.split, "reviews": len(frame),
-                 "longer_than_max_length": len(long_frame), "max_length": max_length,
-                 "scored": len(scored), "sample": None if args.limit is None else {"limit": args.limit, "seed": args.seed,
-                                                                                 "stratified": True},
-                 "tokens_of_scored": describe(scored["tokens"].to_numpy())},
+        "data": {
+            "source": str(args.data),
+            "split": args.split,
+            "reviews": len(frame),
+            "longer_than_max_length": len(long_frame),
+            "max_length": max_length,
+            "scored": len(scored),
+            "sample": None if args.limit is None else {"limit": args.limit, "seed": args.seed, "stratified": True},
+            "tokens_of_scored": describe(scored["tokens"].to_numpy()),
+        },
         "model": {key: value for key, value in truncating.info().items() if key != "metrics"},
         "batch_size": args.batch_size,
         "windows_per_review": round(windows / len(scored), 2),
@@ -80,7 +104,10 @@ def main(args: argparse.Namespace) -> dict:
     for mode, result in modes.items():
         metrics = classification_metrics(labels, softmax(result["logits"] / truncating.temperature))
         report[mode] = {
-            **{key: metrics[key] for key in ("accuracy", "f1", "precision", "recall", "roc_auc", "expected_calibration_error")},
+            **{
+                key: metrics[key]
+                for key in ("accuracy", "f1", "precision", "recall", "roc_auc", "expected_calibration_error")
+            },
             "seconds": round(result["seconds"], 1),
             "cpu_seconds": round(result["cpu_seconds"], 1),
             "reviews_per_second": round(len(scored) / result["seconds"], 2),
@@ -146,15 +173,21 @@ def cli(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     data = report["data"]
-    print(f"{data['longer_than_max_length']} of {data['reviews']} reviews exceed {data['max_length']} tokens; "
-          f"scored {data['scored']} with {report['model']['precision']} on {report['model']['device']}:")
+    print(
+        f"{data['longer_than_max_length']} of {data['reviews']} reviews exceed {data['max_length']} tokens; "
+        f"scored {data['scored']} with {report['model']['precision']} on {report['model']['device']}:"
+    )
     for mode in LONG_REVIEW_MODES:
         result = report[mode]
-        print(f"  {mode:<8} accuracy {result['accuracy']:.4f}, F1 {result['f1']:.4f}, "
-              f"ECE {result['expected_calibration_error']:.4f}, {result['reviews_per_second']} reviews/s")
+        print(
+            f"  {mode:<8} accuracy {result['accuracy']:.4f}, F1 {result['f1']:.4f}, "
+            f"ECE {result['expected_calibration_error']:.4f}, {result['reviews_per_second']} reviews/s"
+        )
     paired = report["paired"]
-    print(f"  only truncation right on {paired['only_truncate_right']}, only sliding right on "
-          f"{paired['only_sliding_right']} (McNemar exact p = {paired['mcnemar_exact_p']:.3g}). Report: {args.output}")
+    print(
+        f"  only truncation right on {paired['only_truncate_right']}, only sliding right on "
+        f"{paired['only_sliding_right']} (McNemar exact p = {paired['mcnemar_exact_p']:.3g}). Report: {args.output}"
+    )
     return 0
 
 

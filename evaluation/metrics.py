@@ -115,8 +115,12 @@ def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
     if logits.ndim != 2 or len(logits) == 0 or len(logits) != len(labels):
         raise ValueError("fit_temperature needs logits of shape (n, classes) with n > 0 and one label per row.")
     lower, upper = (math.log(bound) for bound in TEMPERATURE_BOUNDS)
-    result = minimize_scalar(lambda log_t: temperature_nll(logits, labels, math.exp(log_t)),
-                             bounds=(lower, upper), method="bounded", options={"xatol": 1e-6})
+    result = minimize_scalar(
+        lambda log_t: temperature_nll(logits, labels, math.exp(log_t)),
+        bounds=(lower, upper),
+        method="bounded",
+        options={"xatol": 1e-6},
+    )
     return float(math.exp(result.x))
 
 

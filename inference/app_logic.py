@@ -215,16 +215,20 @@ def read_upload(name: str, data: bytes, text_column: str | None = None) -> pd.Da
 def text_columns(frame: pd.DataFrame) -> list:
     """The columns that hold text in at least one row (numbers and empty columns are not reviews)."""
     return [
-        column for column in frame.columns
+        column
+        for column in frame.columns
         if frame[column].map(lambda value: isinstance(value, str) and value.strip() != "").any()
     ]
 
 
 def guess_text_column(frame: pd.DataFrame, candidates: list):
-    """"text" if there is such a column, else the one with the longest texts on average."""
+    """ "text" if there is such a column, else the one with the longest texts on average."""
     if "text" in candidates:
         return "text"
-    return max(candidates, key=lambda column: frame[column].map(lambda value: len(value) if isinstance(value, str) else 0).mean())
+    return max(
+        candidates,
+        key=lambda column: frame[column].map(lambda value: len(value) if isinstance(value, str) else 0).mean(),
+    )
 
 
 def score_texts(
@@ -256,7 +260,9 @@ def results_frame(frame: pd.DataFrame, rows: list[dict], threshold: float) -> pd
         predictions.columns.get_loc("error"),
         "verdict",
         [
-            "" if row["error"] else (UNCERTAIN if is_uncertain(row["confidence"], threshold) else row["predicted_label"])
+            ""
+            if row["error"]
+            else (UNCERTAIN if is_uncertain(row["confidence"], threshold) else row["predicted_label"])
             for row in rows
         ],
     )
@@ -281,7 +287,9 @@ def verdict_counts(results: pd.DataFrame, labels: tuple[str, ...]) -> pd.DataFra
 def confidence_histogram(confidences, bin_width: float = 0.05) -> pd.DataFrame:
     """Counts of confidences in bins of `bin_width` from 50% to 100% (a two-label model never goes below 50%)."""
     edges = np.round(np.arange(0.5, 1.0 + bin_width / 2, bin_width), 6)
-    values = np.clip(np.asarray([value for value in confidences if value is not None and value == value], float), 0.5, 1.0)
+    values = np.clip(
+        np.asarray([value for value in confidences if value is not None and value == value], float), 0.5, 1.0
+    )
     counts, _ = np.histogram(values, bins=edges)
     return pd.DataFrame(
         {

@@ -49,9 +49,20 @@ def health_check(url: str, timeout: float = 5.0) -> tuple[bool, float]:
 def app_command(port: int, host: str = HOST, args: Sequence[str] = ()) -> list[str]:
     """`streamlit run app.py` headless on host:port, with Streamlit's usage statistics off, plus `args`."""
     return [
-        sys.executable, "-m", "streamlit", "run", "app.py",
-        "--server.headless", "true", "--server.port", str(port), "--server.address", host,
-        "--browser.gatherUsageStats", "false", *args,
+        sys.executable,
+        "-m",
+        "streamlit",
+        "run",
+        "app.py",
+        "--server.headless",
+        "true",
+        "--server.port",
+        str(port),
+        "--server.address",
+        host,
+        "--browser.gatherUsageStats",
+        "false",
+        *args,
     ]
 
 
@@ -143,8 +154,12 @@ def start_app(
     with log.open("w") as output:
         started = time.monotonic()
         process = subprocess.Popen(
-            app_command(port, host, args), cwd=PROJECT_ROOT, env=server_environment(env),
-            stdout=output, stderr=subprocess.STDOUT, start_new_session=True,  # its own group: stop() reaches any children
+            app_command(port, host, args),
+            cwd=PROJECT_ROOT,
+            env=server_environment(env),
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own group: stop() reaches any children
         )
     return AppServer(process, port, host, started, log)
 

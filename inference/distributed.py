@@ -78,7 +78,9 @@ def read_shards(paths: list[Path]) -> list[dict]:
 # ----------------------------------------------------------------------------- the launch glue
 
 
-def score_in_shares(launch: Launch, texts: list[str], score: Callable[[list[str]], list[dict]], output: Path) -> list[dict] | None:
+def score_in_shares(
+    launch: Launch, texts: list[str], score: Callable[[list[str]], list[dict]], output: Path
+) -> list[dict] | None:
     """Score this process's share of `texts` with `score`; the main process gets every row back, in order.
 
     The other processes get None: their shares reach the output through the main process.
@@ -93,5 +95,7 @@ def score_in_shares(launch: Launch, texts: list[str], score: Callable[[list[str]
     for path in shards:
         path.unlink()
     if len(rows) != len(texts):
-        raise RuntimeError(f"The shards hold {len(rows)} rows for {len(texts)} inputs; a process wrote an incomplete share.")
+        raise RuntimeError(
+            f"The shards hold {len(rows)} rows for {len(texts)} inputs; a process wrote an incomplete share."
+        )
     return rows

@@ -92,7 +92,6 @@ class Explanation:
 # ----------------------------------------------------------------------------- attribution
 
 
-
 def explain(
     predictor,
     text: str,
@@ -106,7 +105,9 @@ def explain(
     tokens a pass). Raises the Predictor's EmptyTextError for a blank text, like `predict`.
     """
     if n_steps < 1 or (internal_batch_size is not None and internal_batch_size < 1):
-        raise ValueError(f"n_steps and internal_batch_size must be at least 1, not {n_steps} and {internal_batch_size}.")
+        raise ValueError(
+            f"n_steps and internal_batch_size must be at least 1, not {n_steps} and {internal_batch_size}."
+        )
     # The Predictor's own prediction (calibrated, at its precision). It also refuses an empty text with
     # the Predictor's own error class, before any other work.
     prediction = predictor.predict_one(text)
@@ -202,7 +203,10 @@ def integrated_gradients(
             inputs, baseline = embedded[:1].detach(), embedded[1:].detach()  # each (1, tokens, hidden)
             at_input, at_baseline = logit_difference(embedded).tolist()
         attributions, delta = IntegratedGradients(logit_difference).attribute(
-            inputs, baselines=baseline, n_steps=n_steps, internal_batch_size=internal_batch_size,
+            inputs,
+            baselines=baseline,
+            n_steps=n_steps,
+            internal_batch_size=internal_batch_size,
             return_convergence_delta=True,
         )
     piece_scores = attributions[0].double().sum(dim=-1).tolist()  # (tokens,): summed over the embedding
@@ -324,6 +328,9 @@ def print_explanations(predictor, texts: list[str], as_json: bool = False, k: in
             top = ", ".join(f"{word.word} {word.score:+.2f}" for word in explanation.top(k, direction)) or "(none)"
             print(f"  towards {label}: {top}")
         note = "; a long review: only its kept head and tail were read" if explanation.truncated else ""
-        print(f"  scores: shares of {explanation.target}, summing to {explanation.prediction_minus_baseline:+.2f} "
-              f"(its change from an all-[PAD] review){note}", flush=True)
+        print(
+            f"  scores: shares of {explanation.target}, summing to {explanation.prediction_minus_baseline:+.2f} "
+            f"(its change from an all-[PAD] review){note}",
+            flush=True,
+        )
     return results

@@ -23,22 +23,32 @@ def positive_int(value: str) -> int:
 
 
 def add_model(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", type=Path, default=DEFAULT_MODEL_DIR, help="Adapter folder (default: the shipped trained_model/).")
+    parser.add_argument(
+        "--model", type=Path, default=DEFAULT_MODEL_DIR, help="Adapter folder (default: the shipped trained_model/)."
+    )
 
 
 def add_labelled_data(parser: argparse.ArgumentParser) -> None:
     """--data and --split: the labelled reviews a command measures the adapter on."""
-    parser.add_argument("--data", default="hub",
-                        help="'hub' (stanfordnlp/imdb), a folder with test.parquet, or a labelled parquet/CSV/JSONL file. "
-                             "Offline: --data ../shared/data/imdb")
-    parser.add_argument("--split", default="test", help="Split to read from a folder or the hub (default: %(default)s).")
+    parser.add_argument(
+        "--data",
+        default="hub",
+        help="'hub' (stanfordnlp/imdb), a folder with test.parquet, or a labelled parquet/CSV/JSONL file. "
+        "Offline: --data ../shared/data/imdb",
+    )
+    parser.add_argument(
+        "--split", default="test", help="Split to read from a folder or the hub (default: %(default)s)."
+    )
 
 
 def add_training_data(parser: argparse.ArgumentParser) -> None:
     """--data for a command that rebuilds the split an adapter was trained and selected on."""
-    parser.add_argument("--data", default=None,
-                        help="The training data the adapter was trained on, if it has moved since (default: the path "
-                             "recorded in its sentiment_config.json). Offline: --data ../shared/data/imdb")
+    parser.add_argument(
+        "--data",
+        default=None,
+        help="The training data the adapter was trained on, if it has moved since (default: the path "
+        "recorded in its sentiment_config.json). Offline: --data ../shared/data/imdb",
+    )
 
 
 def add_batch_size(parser: argparse.ArgumentParser, default: int, what: str = "Reviews") -> None:
@@ -51,13 +61,20 @@ def add_device(parser: argparse.ArgumentParser) -> None:
 
 def add_precision(parser: argparse.ArgumentParser) -> None:
     # Why int8 is opt-in, with its measured speed and accuracy: docs/speed.md.
-    parser.add_argument("--precision", choices=PRECISIONS, default="auto",
-                        help="auto (default): fp32 on the CPU, bf16 on a GPU. int8: dynamic quantization, faster on a "
-                             "CPU but less accurate (see docs/speed.md).")
+    parser.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default="auto",
+        help="auto (default): fp32 on the CPU, bf16 on a GPU. int8: dynamic quantization, faster on a "
+        "CPU but less accurate (see docs/speed.md).",
+    )
 
 
 def add_trust_pickle_weights(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--trust-pickle-weights", action="store_true",
-                        help="Also load an adapter saved as pickle (adapter_model.bin). A pickle can carry code; PyTorch's restricted "
-                             "loader stops the known ways to run it but has been bypassed before. Use only for a file you made "
-                             "or fully trust. Default: safetensors only.")
+    parser.add_argument(
+        "--trust-pickle-weights",
+        action="store_true",
+        help="Also load an adapter saved as pickle (adapter_model.bin). A pickle can carry code; PyTorch's restricted "
+        "loader stops the known ways to run it but has been bypassed before. Use only for a file you made "
+        "or fully trust. Default: safetensors only.",
+    )

@@ -41,7 +41,9 @@ def read_stdin() -> str:
     try:
         return sys.stdin.buffer.read().decode("utf-8")
     except UnicodeDecodeError as error:
-        raise DataError(f"Standard input is not UTF-8 text ({error}); re-encode it, e.g. iconv -f latin1 -t utf-8.") from error
+        raise DataError(
+            f"Standard input is not UTF-8 text ({error}); re-encode it, e.g. iconv -f latin1 -t utf-8."
+        ) from error
 
 
 def write_predictions(frame, path: Path) -> None:
@@ -54,18 +56,39 @@ def write_predictions(frame, path: Path) -> None:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("texts", nargs="*", help="Reviews to classify. None: read one review per line from stdin.")
-    parser.add_argument("--file", type=Path, help="Reviews to classify: .txt (one a line), .csv, .jsonl or .parquet with a text column.")
-    parser.add_argument("--text-column", default="text", help="Column holding the reviews in --file (default: %(default)s).")
-    parser.add_argument("--output", type=Path, help="Write --file's rows with predictions here (.csv or .jsonl). Default: stdout as JSON lines.")
+    parser.add_argument(
+        "--file", type=Path, help="Reviews to classify: .txt (one a line), .csv, .jsonl or .parquet with a text column."
+    )
+    parser.add_argument(
+        "--text-column", default="text", help="Column holding the reviews in --file (default: %(default)s)."
+    )
+    parser.add_argument(
+        "--output",
+        type=Path,
+        help="Write --file's rows with predictions here (.csv or .jsonl). Default: stdout as JSON lines.",
+    )
     options.add_model(parser)
     options.add_batch_size(parser, default=32)
     options.add_device(parser)
     options.add_precision(parser)
-    parser.add_argument("--long-reviews", choices=LONG_REVIEW_MODES, default="truncate", help="truncate (default): the head and tail the adapter was trained on; sliding: average overlapping windows over the whole review.")
+    parser.add_argument(
+        "--long-reviews",
+        choices=LONG_REVIEW_MODES,
+        default="truncate",
+        help="truncate (default): the head and tail the adapter was trained on; sliding: average overlapping windows over the whole review.",
+    )
     options.add_trust_pickle_weights(parser)
-    parser.add_argument("--no-calibration", action="store_true", help="Report raw softmax probabilities instead of temperature-scaled ones.")
+    parser.add_argument(
+        "--no-calibration",
+        action="store_true",
+        help="Report raw softmax probabilities instead of temperature-scaled ones.",
+    )
     parser.add_argument("--json", action="store_true", help="Print JSON lines instead of a table.")
-    parser.add_argument("--explain", action="store_true", help="Also say why: the words that pushed each review towards each label, with scores (Integrated Gradients; seconds per review on a CPU). With --json, every word and its offsets.")
+    parser.add_argument(
+        "--explain",
+        action="store_true",
+        help="Also say why: the words that pushed each review towards each label, with scores (Integrated Gradients; seconds per review on a CPU). With --json, every word and its offsets.",
+    )
     return parser.parse_args(argv)
 
 
@@ -96,10 +119,17 @@ def main(args: argparse.Namespace) -> list[dict]:
                 raise TextError(f"Review {index + 1} on the command line is not UTF-8 text; pass it as UTF-8.")
         frame = pd.DataFrame({"text": texts})
     predictor = Predictor.from_pretrained(
-        args.model, device=args.device or (str(launch.device) if launch else None), precision=args.precision,
-        calibrated=not args.no_calibration, long_reviews=args.long_reviews, trust_pickle=args.trust_pickle_weights,
+        args.model,
+        device=args.device or (str(launch.device) if launch else None),
+        precision=args.precision,
+        calibrated=not args.no_calibration,
+        long_reviews=args.long_reviews,
+        trust_pickle=args.trust_pickle_weights,
     )
-    print(f"Model: {predictor.config.base_model} + {args.model} on {predictor.device_name} ({predictor.precision})", file=sys.stderr)
+    print(
+        f"Model: {predictor.config.base_model} + {args.model} on {predictor.device_name} ({predictor.precision})",
+        file=sys.stderr,
+    )
     if args.explain:
         from inference.explain import print_explanations  # captum loads only when explaining
 
@@ -118,14 +148,19 @@ def main(args: argparse.Namespace) -> list[dict]:
     if args.output is not None:
         write_predictions(result, args.output)
         flagged = sum(1 for row in rows if row["error"])
-        print(f"Wrote {len(rows)} predictions to {args.output}" + (f" ({flagged} empty rows flagged)" if flagged else ""), file=sys.stderr)
+        print(
+            f"Wrote {len(rows)} predictions to {args.output}" + (f" ({flagged} empty rows flagged)" if flagged else ""),
+            file=sys.stderr,
+        )
     elif args.json or args.file is not None:
         for record in result.to_dict(orient="records"):
             print(json.dumps(record, ensure_ascii=False))
     else:
         for text, row in zip(texts, rows):
             shown = text if len(text) <= 70 else text[:67] + "..."
-            verdict = f"{row['predicted_label']:<8} {row['confidence']:.3f}" if not row["error"] else f"{'-':<8} {'-':>5}"
+            verdict = (
+                f"{row['predicted_label']:<8} {row['confidence']:.3f}" if not row["error"] else f"{'-':<8} {'-':>5}"
+            )
             print(f"{verdict}  {shown}")
     return rows
 

@@ -127,7 +127,9 @@ class Predictor:
         """`trust_pickle`: also load a pickle (.bin) adapter, which can run code when loaded."""
         device = pick_device(device)
         precision = resolve_precision(precision, device)
-        model, tokenizer, config = load_classifier(Path(model_dir), device=device, merge=True, trust_pickle=trust_pickle)
+        model, tokenizer, config = load_classifier(
+            Path(model_dir), device=device, merge=True, trust_pickle=trust_pickle
+        )
         if precision == "int8":
             model = quantize_int8(model)
         elif precision == "bf16":
@@ -214,7 +216,9 @@ class Predictor:
             for start in batches:
                 chosen = order[start : start + batch_size]
                 batch = pad_token_ids([token_ids[i] for i in chosen], pad_id, multiple, cap=self.config.max_length)
-                output = self.model(**{key: torch.from_numpy(value).to(self.device) for key, value in batch.items()}).logits
+                output = self.model(
+                    **{key: torch.from_numpy(value).to(self.device) for key, value in batch.items()}
+                ).logits
                 logits[chosen] = output.double().cpu().numpy()
         return logits
 
@@ -249,5 +253,3 @@ def predict_table(predictor: Predictor, texts: list[str], batch_size: int, progr
             "error": "",
         }
     return rows
-
-

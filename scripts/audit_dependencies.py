@@ -26,8 +26,12 @@ from training.paths import RESULTS_DIR
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--output-dir", type=Path, default=RESULTS_DIR,
-                        help="Where the frozen pins and the JSON report go (default: results/).")
+    parser.add_argument(
+        "--output-dir",
+        type=Path,
+        default=RESULTS_DIR,
+        help="Where the frozen pins and the JSON report go (default: results/).",
+    )
     parser.add_argument("--timeout", type=float, default=600, help="Give up on pip-audit after this many seconds.")
     return parser.parse_args(argv)
 
@@ -38,7 +42,8 @@ def summarize(audit: dict) -> dict:
     skipped = [d for d in dependencies if "skip_reason" in d]
     found = [
         {"package": d["name"], "version": d["version"], "id": v["id"], "fix_versions": v.get("fix_versions", [])}
-        for d in dependencies for v in d.get("vulns", [])
+        for d in dependencies
+        for v in d.get("vulns", [])
     ]
     return {
         "pinned": len(dependencies),
@@ -52,13 +57,32 @@ def summarize(audit: dict) -> dict:
 def main(args: argparse.Namespace) -> int:
     args.output_dir.mkdir(parents=True, exist_ok=True)
     pins = args.output_dir / "requirements-frozen.txt"
-    frozen = subprocess.run([sys.executable, "-m", "pip", "freeze", "--all", "--exclude-editable"],
-                            capture_output=True, text=True, check=True).stdout
+    frozen = subprocess.run(
+        [sys.executable, "-m", "pip", "freeze", "--all", "--exclude-editable"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     pins.write_text(frozen)
     raw = args.output_dir / "pip_audit_raw.json"
     raw.unlink(missing_ok=True)
-    command = [sys.executable, "-m", "pip_audit", "-r", str(pins), "--no-deps", "--disable-pip",
-               "--vulnerability-service", "pypi", "--progress-spinner", "off", "--format", "json", "--output", str(raw)]
+    command = [
+        sys.executable,
+        "-m",
+        "pip_audit",
+        "-r",
+        str(pins),
+        "--no-deps",
+        "--disable-pip",
+        "--vulnerability-service",
+        "pypi",
+        "--progress-spinner",
+        "off",
+        "--format",
+        "json",
+        "--output",
+        str(raw),
+    ]
     try:
         result = subprocess.run(command, capture_output=True, text=True, timeout=args.timeout)
         problem = None if raw.exists() else (result.stderr.strip().splitlines() or ["no output"])[-1]
@@ -74,7 +98,9 @@ def main(args: argparse.Namespace) -> int:
     (args.output_dir / "dependency_audit.json").write_text(json.dumps(summary, indent=2) + "\n")
 
     if summary["vulnerabilities"]:
-        print(f"Dependency audit: {len(summary['vulnerabilities'])} known vulnerabilities in {summary['pinned']} pinned packages:")
+        print(
+            f"Dependency audit: {len(summary['vulnerabilities'])} known vulnerabilities in {summary['pinned']} pinned packages:"
+        )
         for item in summary["vulnerabilities"]:
             fix = ", ".join(item["fix_versions"]) or "no fixed release yet"
             print(f"  {item['package']} {item['version']}: {item['id']} (fixed in {fix})")
@@ -83,8 +109,10 @@ def main(args: argparse.Namespace) -> int:
         reason = summary.get("error") or (
             f"the service knows none of the pinned versions ({summary['skipped_examples'][0] if summary.get('skipped_examples') else ''})"
         )
-        print(f"WARNING: dependency audit could not check any of the {summary['pinned']} pinned packages: {reason}. "
-              f"Nothing found here does not mean nothing is there; rerun where pypi.org's release records are reachable.")
+        print(
+            f"WARNING: dependency audit could not check any of the {summary['pinned']} pinned packages: {reason}. "
+            f"Nothing found here does not mean nothing is there; rerun where pypi.org's release records are reachable."
+        )
         return 0
     note = f"; {summary['skipped']} could not be checked (not on PyPI)" if summary["skipped"] else ""
     print(f"Dependency audit: no known vulnerabilities in the {summary['checked']} pinned packages checked{note}.")

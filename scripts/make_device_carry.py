@@ -62,8 +62,20 @@ def download_wheels(target: Path) -> None:
     for name in WHEELS:
         version = importlib.metadata.version(name)
         subprocess.run(
-            [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:", "--python-version",
-             "3.12", "-d", str(target), f"{name}=={version}"],
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "-q",
+                "--no-deps",
+                "--only-binary=:all:",
+                "--python-version",
+                "3.12",
+                "-d",
+                str(target),
+                f"{name}=={version}",
+            ],
             check=True,
         )
 
@@ -75,7 +87,9 @@ def folder_bytes(folder: Path) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", required=True, type=Path, help="Folder with the IMDb train.parquet and test.parquet.")
-    parser.add_argument("--test-sample", type=int, default=TEST_SAMPLE, help="Test reviews carried (stratified, seed 0).")
+    parser.add_argument(
+        "--test-sample", type=int, default=TEST_SAMPLE, help="Test reviews carried (stratified, seed 0)."
+    )
     args = parser.parse_args(argv)
     shutil.rmtree(CARRY, ignore_errors=True)
     write_bf16_base(CARRY / "minilm")

@@ -39,10 +39,14 @@ def parse_args(argv=None):
     parser.add_argument("--base-model", default="minilm", help="Base encoder (see training/train.py).")
     parser.add_argument("--data", required=True, help="Training data (see training/train.py).")
     parser.add_argument("--out", default="results/sweep", help="Folder for the adapters and sweep.json.")
-    parser.add_argument("--recipes", nargs="*", default=list(RECIPES), choices=list(RECIPES), help="Which recipes, in order.")
+    parser.add_argument(
+        "--recipes", nargs="*", default=list(RECIPES), choices=list(RECIPES), help="Which recipes, in order."
+    )
     parser.add_argument("--budget-s", type=float, default=float("inf"), help="Start no recipe after this many seconds.")
     parser.add_argument("--tar", default=None, help="Also pack the adapters into this .tar after each recipe.")
-    parser.add_argument("--override", default="{}", help="JSON of TrainConfig fields applied to every recipe (tiny smoke runs).")
+    parser.add_argument(
+        "--override", default="{}", help="JSON of TrainConfig fields applied to every recipe (tiny smoke runs)."
+    )
     return parser.parse_args(argv)
 
 
@@ -55,8 +59,16 @@ def main(args) -> dict:
             report[name] = {"skipped": "time budget spent"}
             continue
         settings = {**RECIPES[name], **json.loads(args.override)}
-        config = TrainConfig(**{**load_recipe(SHIPPED_RECIPE), **settings, "base_model": args.base_model, "data": args.data,
-                                "output_dir": str(out / name), "results_dir": str(out / "checkpoints" / name)})
+        config = TrainConfig(
+            **{
+                **load_recipe(SHIPPED_RECIPE),
+                **settings,
+                "base_model": args.base_model,
+                "data": args.data,
+                "output_dir": str(out / name),
+                "results_dir": str(out / "checkpoints" / name),
+            }
+        )
         print(f"=== {name}: {settings}", flush=True)
         try:
             summary = train(config)

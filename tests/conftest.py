@@ -53,9 +53,20 @@ def tiny_train_config(base: Path, data: Path, tmp_path: Path, **overrides):
     from training.train import TrainConfig
 
     settings = dict(
-        base_model=str(base), data=str(data), output_dir=str(tmp_path / "adapter"),
-        results_dir=str(tmp_path / "results"), max_length=128, epochs=1, max_steps=12, batch_size=16,
-        eval_batch_size=64, learning_rate=1e-3, lora_rank=4, lora_alpha=8, logging_steps=4, eval_steps=6,
+        base_model=str(base),
+        data=str(data),
+        output_dir=str(tmp_path / "adapter"),
+        results_dir=str(tmp_path / "results"),
+        max_length=128,
+        epochs=1,
+        max_steps=12,
+        batch_size=16,
+        eval_batch_size=64,
+        learning_rate=1e-3,
+        lora_rank=4,
+        lora_alpha=8,
+        logging_steps=4,
+        eval_steps=6,
     )
     return TrainConfig(**{**settings, **overrides})
 

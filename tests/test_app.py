@@ -225,7 +225,7 @@ def visible_text(markup: str) -> str:
 
 
 def test_highlight_html_escapes_every_piece_of_the_review():
-    text = 'Great <script>alert("x")</script> & <b>bold</b> \'quoted\' film'
+    text = "Great <script>alert(\"x\")</script> & <b>bold</b> 'quoted' film"
     words = words_of(text, {"Great": 2.0, '<script>alert("x")</script>': -1.0, "<b>bold</b>": 0.5})
     markup = highlight_html(text, words)
     assert "<script" not in markup and "<b>" not in markup
@@ -237,7 +237,7 @@ def test_highlight_html_escapes_every_piece_of_the_review():
 def test_highlight_html_colours_by_sign_and_scales_to_the_strongest_word():
     text = "superb acting, dull plot, a film"
     markup = highlight_html(text, words_of(text, {"superb": 4.0, "dull": -2.0, "acting,": 1.0}))
-    colours = {word: colour for colour, word in re.findall(r'background-color: ([^;]+);[^>]*>([^<]+)</span>', markup)}
+    colours = {word: colour for colour, word in re.findall(r"background-color: ([^;]+);[^>]*>([^<]+)</span>", markup)}
     assert colours["superb"] == "rgba(22, 163, 74, 0.80)"  # the strongest word: green at full strength
     assert colours["dull"] == "rgba(220, 38, 38, 0.40)"  # half as strong, towards NEGATIVE: red at half
     assert colours["acting,"] == "rgba(22, 163, 74, 0.20)"
@@ -361,7 +361,17 @@ def test_uploaded_csv_is_scored_into_a_table_summary_and_download(imdb_dir, monk
     assert not app.exception and not app.error, [error.value for error in app.error]
     table = app.dataframe[0].value
     assert len(table) == len(frame) and list(table["id"]) == list(range(len(frame)))  # every row, in order
-    assert list(table.columns) == ["id", "review", "label", "predicted_label", "confidence", "p_negative", "p_positive", "verdict", "error"]
+    assert list(table.columns) == [
+        "id",
+        "review",
+        "label",
+        "predicted_label",
+        "confidence",
+        "p_negative",
+        "p_positive",
+        "verdict",
+        "error",
+    ]
     assert table.loc[3, "error"] == "empty text" and table.loc[3, "verdict"] == ""
     filled = table.drop(index=3)
     assert set(filled["predicted_label"]) <= {"POSITIVE", "NEGATIVE"} and (filled["error"] == "").all()
@@ -375,7 +385,9 @@ def test_uploaded_csv_is_scored_into_a_table_summary_and_download(imdb_dir, monk
     assert not [path for path in opened_paths if "etc/my reviews" in path]  # the name is only a label
 
     app.slider(key="uncertain_below").set_value(99).run()  # re-judged at the new threshold, not rescored
-    assert (app.dataframe[0].value.drop(index=3)["verdict"] == UNCERTAIN).sum() >= (filled["verdict"] == UNCERTAIN).sum()
+    assert (app.dataframe[0].value.drop(index=3)["verdict"] == UNCERTAIN).sum() >= (
+        filled["verdict"] == UNCERTAIN
+    ).sum()
     assert not app.get("progress") or all("Scored" not in bar.text for bar in app.get("progress"))
 
     app.file_uploader(key="upload").set_value(None).run()  # file removed: its rows and results go too
@@ -431,7 +443,9 @@ def test_read_upload_reads_every_type_from_bytes(tmp_path):
 
 
 def test_text_column_guess():
-    frame = pd.DataFrame({"title": ["Heat", "Up"], "body": ["A long review of a film.", "Another long one."], "n": [1, 2]})
+    frame = pd.DataFrame(
+        {"title": ["Heat", "Up"], "body": ["A long review of a film.", "Another long one."], "n": [1, 2]}
+    )
     assert text_columns(frame) == ["title", "body"]
     assert guess_text_column(frame, ["title", "body"]) == "body"  # the longest texts
     assert guess_text_column(frame.assign(text=["a", "b"]), ["title", "body", "text"]) == "text"
@@ -447,7 +461,10 @@ class FakePredictor:
 
     def predict(self, texts, batch_size=32, progress=False):
         self.calls.append(list(texts))
-        return [Prediction("POSITIVE", len(text) / 100, {"NEGATIVE": 1 - len(text) / 100, "POSITIVE": len(text) / 100}) for text in texts]
+        return [
+            Prediction("POSITIVE", len(text) / 100, {"NEGATIVE": 1 - len(text) / 100, "POSITIVE": len(text) / 100})
+            for text in texts
+        ]
 
 
 def test_score_texts_in_chunks_keeps_order_flags_empty_rows_and_reports_progress():
@@ -471,7 +488,15 @@ def test_results_frame_counts_histogram_and_download_name():
     ]
     results = results_frame(frame, rows, threshold=0.85)
     assert list(results["verdict"]) == ["POSITIVE", UNCERTAIN, "", "NEGATIVE"]  # the old verdict column is replaced
-    assert list(results.columns) == ["review", "predicted_label", "confidence", "p_negative", "p_positive", "verdict", "error"]
+    assert list(results.columns) == [
+        "review",
+        "predicted_label",
+        "confidence",
+        "p_negative",
+        "p_positive",
+        "verdict",
+        "error",
+    ]
     again = pd.read_csv(io.StringIO(results.to_csv(index=False)), keep_default_na=False)
     assert list(again["verdict"]) == ["POSITIVE", UNCERTAIN, "", "NEGATIVE"]
 

@@ -21,7 +21,9 @@ def test_server_environment_is_offline_and_applies_overrides(monkeypatch):
     monkeypatch.setenv("SENTIMENT_MODEL_DIR", "somewhere")
     monkeypatch.setenv("KEPT", "yes")
     environment = server_environment({"SENTIMENT_MODEL_DIR": None, "OMP_NUM_THREADS": "1"})
-    assert environment["HF_HUB_OFFLINE"] == "1" and environment["OMP_NUM_THREADS"] == "1" and environment["KEPT"] == "yes"
+    assert (
+        environment["HF_HUB_OFFLINE"] == "1" and environment["OMP_NUM_THREADS"] == "1" and environment["KEPT"] == "yes"
+    )
     assert "SENTIMENT_MODEL_DIR" not in environment
     assert server_environment({"HF_HUB_OFFLINE": "0"})["HF_HUB_OFFLINE"] == "0"  # the caller has the last word
 
@@ -31,8 +33,11 @@ def test_app_command_runs_app_py_headless_on_loopback_with_extra_options():
     assert command[1:5] == ["-m", "streamlit", "run", "app.py"]
     options = dict(zip(command[5::2], command[6::2]))
     assert options == {
-        "--server.headless": "true", "--server.port": "8765", "--server.address": HOST,
-        "--browser.gatherUsageStats": "false", "--server.disconnectedSessionTTL": "5",
+        "--server.headless": "true",
+        "--server.port": "8765",
+        "--server.address": HOST,
+        "--browser.gatherUsageStats": "false",
+        "--server.disconnectedSessionTTL": "5",
     }
 
 

@@ -17,6 +17,7 @@ def test_interleaved_gives_every_system_every_text_in_order_with_the_order_rotat
         def score(texts):
             calls.append(name)
             return [float(len(text)) for text in texts]
+
         return score
 
     texts = ["a", "bb", "ccc", "dddd", "eeeee"]
@@ -33,12 +34,16 @@ def test_latency_summary_and_targets():
     assert benchmark.target_met(-0.2, "abs<=", 0.3) and not benchmark.target_met(-0.4, "abs<=", 0.3)
     assert benchmark.target_met(None, ">=", 1) is None
     checked = benchmark.check_targets({"inference": {"throughput_ratio": 3.0}, "gpu-train": {"skipped": "no GPU"}})
-    assert checked == [{"part": "inference", "figure": "throughput_ratio", "value": 3.0, "target": ">= 2.5", "met": True}]
+    assert checked == [
+        {"part": "inference", "figure": "throughput_ratio", "value": 3.0, "target": ">= 2.5", "met": True}
+    ]
 
 
 def test_smoke_run_measures_every_part_and_writes_a_complete_report(tiny_adapter, small_imdb, tmp_path, capsys):
     output = tmp_path / "smoke.json"
-    status = benchmark.cli(["--smoke", "--model", str(tiny_adapter), "--data", str(small_imdb), "--output", str(output)])
+    status = benchmark.cli(
+        ["--smoke", "--model", str(tiny_adapter), "--data", str(small_imdb), "--output", str(output)]
+    )
     report = json.loads(output.read_text())
     errors = {part: result["error"] for part, result in report["parts"].items() if "error" in result}
     assert status == 0 and not errors, errors
@@ -59,18 +64,32 @@ def test_smoke_run_measures_every_part_and_writes_a_complete_report(tiny_adapter
     assert 0 <= inference["labels_changed_vs_fp32"] <= 20
 
     cli = report["parts"]["cli"]
-    assert "inference/predict.py" in cli["commands"]["predict_cli"] and "pipeline_baseline.py" in cli["commands"]["pipeline_script"]
+    assert (
+        "inference/predict.py" in cli["commands"]["predict_cli"]
+        and "pipeline_baseline.py" in cli["commands"]["pipeline_script"]
+    )
     for command in ("predict_cli", "pipeline_script"):
         assert cli[command]["wall_s"] > 0 and 0 <= cli[command]["accuracy"] <= 1
 
     app = report["parts"]["app"]
     first = app["start_to_first_prediction"]
-    assert "skipped" in first or (first["seconds"] >= first["review_box_shown_s"] > 0 and "Predicted in" in first["app_caption"])
+    assert "skipped" in first or (
+        first["seconds"] >= first["review_box_shown_s"] > 0 and "Predicted in" in first["app_caption"]
+    )
     assert app["per_request"]["latency"]["count"] == 3 and app["per_request"]["latency"]["p50_ms"] > 0
 
     training = report["parts"]["gpu-train"]  # no GPU here: run on the CPU at a tiny size, and says so
-    assert "CPU" in training["device"] and training["project"]["samples_per_s"] > 0 and training["tutorial"]["samples_per_s"] > 0
-    assert training["setups"]["tutorial"] == {"precision": "fp32", "attention": "eager", "padding": "max_length", "group_by_length": False}
+    assert (
+        "CPU" in training["device"]
+        and training["project"]["samples_per_s"] > 0
+        and training["tutorial"]["samples_per_s"] > 0
+    )
+    assert training["setups"]["tutorial"] == {
+        "precision": "fp32",
+        "attention": "eager",
+        "padding": "max_length",
+        "group_by_length": False,
+    }
     gpu_inference = report["parts"]["gpu-inference"]
     assert gpu_inference["predictor"]["reviews_per_s"] > 0 and gpu_inference["reviews"] == 20
 

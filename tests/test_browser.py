@@ -26,8 +26,13 @@ from tests.conftest import PROJECT_ROOT, require_imdb
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
-    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
 ]
 SCREENSHOT = PROJECT_ROOT / "results" / "app_screenshot.png"
 BATCH_SCREENSHOT = SCREENSHOT.with_name("app_batch_screenshot.png")
@@ -79,7 +84,9 @@ def browser_page(sync_api, app_server, failure_name: str):
 def save_screenshot(page, path: Path, height: int) -> None:
     """The whole app from the top: Streamlit scrolls its main area itself, so grow the window to fit instead."""
     page.set_viewport_size({"width": 1280, "height": height})
-    page.evaluate("document.querySelectorAll('*').forEach(element => { if (element.scrollTop) element.scrollTop = 0; })")
+    page.evaluate(
+        "document.querySelectorAll('*').forEach(element => { if (element.scrollTop) element.scrollTop = 0; })"
+    )
     page.wait_for_timeout(800)  # let bars and charts finish drawing
     page.screenshot(path=str(path))
 
@@ -113,7 +120,9 @@ def test_review_typed_in_the_browser_gets_a_prediction_and_an_explanation(sync_a
         expect(page.get_by_text("Explained in")).to_be_visible(timeout=EXPLAIN_TIMEOUT_MS)
         explain_s = time.monotonic() - started
         assert highlight.inner_text().split() == REVIEW.split()  # the review, whole, as words
-        backgrounds = highlight.locator("span").evaluate_all("spans => spans.map(s => getComputedStyle(s).backgroundColor)")
+        backgrounds = highlight.locator("span").evaluate_all(
+            "spans => spans.map(s => getComputedStyle(s).backgroundColor)"
+        )
         assert any(colour.startswith("rgba(22, 163, 74") for colour in backgrounds)  # rendered green words
         assert not page.locator(".review-highlight script").count()
         expect(page.locator(".highlight-legend").get_by_text("towards NEGATIVE")).to_be_visible()
@@ -176,12 +185,25 @@ def test_uploaded_file_is_scored_summarised_and_downloaded(sync_api, app_server,
 
     results = pd.read_csv(saved, keep_default_na=False)
     assert list(results.columns) == [
-        "id", "reviewer", "review", "label", "predicted_label", "confidence", "p_negative", "p_positive", "verdict", "error"
+        "id",
+        "reviewer",
+        "review",
+        "label",
+        "predicted_label",
+        "confidence",
+        "p_negative",
+        "p_positive",
+        "verdict",
+        "error",
     ]
     assert len(results) == UPLOAD_ROWS and results["id"].tolist() == list(range(UPLOAD_ROWS))
     assert results["review"].tolist() == frame["review"].tolist()  # every review, in the uploaded order
     assert set(results["predicted_label"]) <= {"POSITIVE", "NEGATIVE"} and (results["error"] == "").all()
     assert set(results["verdict"]) <= {"POSITIVE", "NEGATIVE", "UNCERTAIN"}
     accuracy = (results["predicted_label"] == results["label"].map({0: "NEGATIVE", 1: "POSITIVE"})).mean()
-    assert accuracy >= 0.7  # the shipped adapter on real reviews: far above a coin (its test accuracy: trained_model/metrics.json)
-    print(f"scored {UPLOAD_ROWS:,} uploaded reviews in the browser in {scoring_s:.1f} s (click to results on screen); accuracy {accuracy:.3f}")
+    assert (
+        accuracy >= 0.7
+    )  # the shipped adapter on real reviews: far above a coin (its test accuracy: trained_model/metrics.json)
+    print(
+        f"scored {UPLOAD_ROWS:,} uploaded reviews in the browser in {scoring_s:.1f} s (click to results on screen); accuracy {accuracy:.3f}"
+    )

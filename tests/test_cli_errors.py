@@ -29,7 +29,10 @@ def bad_files(tmp_path_factory):
     [
         (["training/train.py", "--base-model", "minilm", "--data", "{bad}/no_label.csv"], "no 'label' column"),
         (["training/train.py", "--base-model", "minilm", "--data", "{bad}/empty.jsonl"], "is empty"),
-        (["evaluation/evaluate.py", "--model", "{bad}/no_adapter", "--data", "{bad}/no_label.csv"], "no 'label' column"),
+        (
+            ["evaluation/evaluate.py", "--model", "{bad}/no_adapter", "--data", "{bad}/no_label.csv"],
+            "no 'label' column",
+        ),
         (["inference/predict.py", "--file", "{bad}/latin1.txt"], "not valid UTF-8"),
         (["inference/predict.py", "--model", "{bad}/no_adapter", "A fine film."], "No adapter folder"),
     ],

@@ -18,8 +18,11 @@ def test_report_plots_and_recorded_metrics(tiny_adapter, small_imdb, tmp_path, t
     adapter = tmp_path / "adapter"
     shutil.copytree(tiny_adapter, adapter)
     out = tmp_path / "evaluation"
-    report = main(parse_args(["--model", str(adapter), "--data", str(small_imdb), "--limit", "60",
-                              "--output-dir", str(out), "--record"]))
+    report = main(
+        parse_args(
+            ["--model", str(adapter), "--data", str(small_imdb), "--limit", "60", "--output-dir", str(out), "--record"]
+        )
+    )
     metrics = report["metrics"]
     assert report["data"]["num_examples"] == 60
     for key in ("accuracy", "precision", "recall", "f1", "roc_auc", "expected_calibration_error"):

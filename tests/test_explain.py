@@ -66,7 +66,18 @@ def test_shipped_adapter_blames_terrible_and_credits_wonderful(shipped, shipped_
     assert "boring" in [word.word for word in explanation.top(5, "negative")]
     # Every word the model read is there, once, in order, and nothing else (the special tokens score 0).
     assert [word.word for word in explanation.words] == [
-        "The", "acting", "was", "wonderful", "but", "the", "plot", "was", "terrible", "and", "boring", ".",
+        "The",
+        "acting",
+        "was",
+        "wonderful",
+        "but",
+        "the",
+        "plot",
+        "was",
+        "terrible",
+        "and",
+        "boring",
+        ".",
     ]
     assert not explanation.truncated
 
@@ -74,7 +85,10 @@ def test_shipped_adapter_blames_terrible_and_credits_wonderful(shipped, shipped_
 def test_attributions_add_up_to_the_change_from_the_baseline(shipped, shipped_explanation):
     explanation = shipped_explanation
     error = completeness_error(explanation)
-    assert error <= RELATIVE_TOLERANCE * abs(explanation.prediction_minus_baseline), (error, explanation.prediction_minus_baseline)
+    assert error <= RELATIVE_TOLERANCE * abs(explanation.prediction_minus_baseline), (
+        error,
+        explanation.prediction_minus_baseline,
+    )
     # Captum's delta is the same quantity: grouping pieces into words loses nothing.
     assert explanation.convergence_delta == pytest.approx(
         sum(word.score for word in explanation.words) - explanation.prediction_minus_baseline, abs=1e-4
@@ -106,7 +120,9 @@ def test_matches_captum_layer_integrated_gradients_on_the_embedding_layer(tiny):
     import torch
     from captum.attr import LayerIntegratedGradients
 
-    review = encode_with_words(tiny.tokenizer, "Not bad at all, quite good really.", tiny.config.max_length, tiny.config.truncation)
+    review = encode_with_words(
+        tiny.tokenizer, "Not bad at all, quite good really.", tiny.config.max_length, tiny.config.truncation
+    )
     baseline = padded_baseline(review.token_ids, review.content, tiny.tokenizer.pad_token_id)
     ours, _, our_delta = integrated_gradients(tiny.model, review.token_ids, baseline, n_steps=20, internal_batch_size=7)
 
@@ -161,7 +177,12 @@ def test_explaining_does_not_disturb_predictions_in_other_threads(tiny):
 
 
 def test_top_words_are_signed_and_sorted():
-    words = [WordAttribution("a", 0, 1, 0.5), WordAttribution("b", 2, 3, -2.0), WordAttribution("c", 4, 5, 1.5), WordAttribution("d", 6, 7, 0.0)]
+    words = [
+        WordAttribution("a", 0, 1, 0.5),
+        WordAttribution("b", 2, 3, -2.0),
+        WordAttribution("c", 4, 5, 1.5),
+        WordAttribution("d", 6, 7, 0.0),
+    ]
     explanation = Explanation("a b c d", "POSITIVE", 0.9, words, "logit(POSITIVE) - logit(NEGATIVE)", 0.0, 0.0)
     assert [word.word for word in explanation.top(5, "positive")] == ["c", "a"]
     assert [word.word for word in explanation.top(1, "negative")] == ["b"]
@@ -268,9 +289,11 @@ def test_cli_explain_as_a_script_names_the_empty_review(tiny_adapter):
     # As a script, predict.py is __main__: the empty-text error must still be the one its CLI catches.
     result = subprocess.run(
         [sys.executable, "inference/predict.py", "--model", str(tiny_adapter), "--explain", "Good fun.", " "],
-        capture_output=True, text=True, cwd=PROJECT_ROOT, timeout=180,
+        capture_output=True,
+        text=True,
+        cwd=PROJECT_ROOT,
+        timeout=180,
     )
     assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1] == "error: Review 2 is empty; give some text to classify."
-

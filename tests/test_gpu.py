@@ -66,7 +66,9 @@ def test_bf16_on_cuda_agrees_with_fp32_on_cpu(sample_texts, cpu_predictor, gpu_p
     fast = gpu_predictor.predict_proba(texts, batch_size=128)
     disagreement = float(np.mean(exact.argmax(axis=1) != fast.argmax(axis=1)))
     largest = float(np.abs(exact - fast).max())
-    print(json.dumps({"reviews": len(texts), "label_disagreement": disagreement, "max_probability_difference": largest}))
+    print(
+        json.dumps({"reviews": len(texts), "label_disagreement": disagreement, "max_probability_difference": largest})
+    )
     assert disagreement <= MAX_LABEL_DISAGREEMENT
     assert largest <= MAX_PROBABILITY_DIFFERENCE
 
@@ -76,13 +78,17 @@ def test_evaluate_on_cuda_writes_the_same_report(imdb_dir, tmp_path):
 
     reports = {}
     for device in ("cpu", "cuda"):
-        args = parse_args(["--data", str(imdb_dir), "--limit", "64", "--device", device, "--output-dir", str(tmp_path / device)])
+        args = parse_args(
+            ["--data", str(imdb_dir), "--limit", "64", "--device", device, "--output-dir", str(tmp_path / device)]
+        )
         main(args)
         reports[device] = json.loads((tmp_path / device / "report.json").read_text())
 
     def keys(value, prefix=""):
         if isinstance(value, dict):
-            return {f"{prefix}{key}" for key in value} | {k for key, v in value.items() for k in keys(v, f"{prefix}{key}.")}
+            return {f"{prefix}{key}" for key in value} | {
+                k for key, v in value.items() for k in keys(v, f"{prefix}{key}.")
+            }
         return set()
 
     assert keys(reports["cuda"]) == keys(reports["cpu"])
@@ -115,7 +121,10 @@ def test_device_label_names_the_gpu(gpu_predictor):
 def test_int8_on_cuda_is_one_line_error():
     result = subprocess.run(
         [sys.executable, "inference/predict.py", "--device", "cuda", "--precision", "int8", "A fine film."],
-        capture_output=True, text=True, cwd=SHIPPED.parent, timeout=300,
+        capture_output=True,
+        text=True,
+        cwd=SHIPPED.parent,
+        timeout=300,
     )
     assert result.returncode == 2
     assert "Traceback" not in result.stderr

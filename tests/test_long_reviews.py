@@ -14,11 +14,27 @@ def test_long_reviews_are_selected_scored_both_ways_and_reported(tiny_adapter, t
     long_negative = ["Dull, badly acted and far too long. " * 40 + f"Walked out after {i} minutes." for i in range(4)]
     short = ["Great fun.", "Awful."]
     data = tmp_path / "reviews.csv"
-    pd.DataFrame({"text": long_positive + long_negative + short, "label": [1] * 4 + [0] * 4 + [1, 0]}).to_csv(data, index=False)
+    pd.DataFrame({"text": long_positive + long_negative + short, "label": [1] * 4 + [0] * 4 + [1, 0]}).to_csv(
+        data, index=False
+    )
     output = tmp_path / "long.json"
 
-    report = main(parse_args(["--model", str(tiny_adapter), "--data", str(data), "--limit", "6",
-                              "--device", "cpu", "--output", str(output)]))
+    report = main(
+        parse_args(
+            [
+                "--model",
+                str(tiny_adapter),
+                "--data",
+                str(data),
+                "--limit",
+                "6",
+                "--device",
+                "cpu",
+                "--output",
+                str(output),
+            ]
+        )
+    )
     assert json.loads(output.read_text()) == report
     assert report["data"]["reviews"] == 10 and report["data"]["longer_than_max_length"] == 8
     assert report["data"]["scored"] == 6 and report["data"]["tokens_of_scored"]["median"] > 128
@@ -44,9 +60,14 @@ def test_paired_comparison_counts_disagreements():
 
     labels = np.array([1, 1, 0, 0])
     truncate = np.array([[0, 1], [1, 0], [1, 0], [0, 1]], dtype=float)  # right, wrong, right, wrong
-    sliding = np.array([[0, 1], [0, 1], [0, 1], [0, 1]], dtype=float)   # right, right, wrong, wrong
+    sliding = np.array([[0, 1], [0, 1], [0, 1], [0, 1]], dtype=float)  # right, right, wrong, wrong
     paired = paired_comparison(labels, truncate, sliding)
-    assert (paired["both_right"], paired["both_wrong"], paired["only_truncate_right"], paired["only_sliding_right"]) == (1, 1, 1, 1)
+    assert (
+        paired["both_right"],
+        paired["both_wrong"],
+        paired["only_truncate_right"],
+        paired["only_sliding_right"],
+    ) == (1, 1, 1, 1)
     assert paired["accuracy_difference_sliding_minus_truncate"] == 0.0 and paired["mcnemar_exact_p"] == 1.0
 
 
@@ -56,8 +77,10 @@ def test_taking_turns_keeps_each_reviews_logits_in_order(tiny_adapter):
     from evaluation.long_reviews import score_interleaved
     from inference.predict import Predictor
 
-    predictors = {mode: Predictor.from_pretrained(tiny_adapter, device="cpu", precision="fp32", long_reviews=mode)
-                  for mode in ("truncate", "sliding")}
+    predictors = {
+        mode: Predictor.from_pretrained(tiny_adapter, device="cpu", precision="fp32", long_reviews=mode)
+        for mode in ("truncate", "sliding")
+    }
     texts = ["Great fun. " * (20 * i + 1) for i in range(5)] + ["Awful. " * (30 * i + 1) for i in range(5)]
     results = score_interleaved(predictors, texts, batch_size=4, chunk=3)
     for mode, predictor in predictors.items():

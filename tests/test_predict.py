@@ -72,7 +72,9 @@ def test_cli_prints_a_line_per_review(tiny_adapter, capsys):
 
 def test_cli_scores_a_file_and_flags_empty_rows(tiny_adapter, tmp_path, capsys):
     source = tmp_path / "reviews.csv"
-    pd.DataFrame({"id": [1, 2, 3], "text": ["Great fun.", "", "Boring, slow, bad."], "label": [1, 0, 0]}).to_csv(source, index=False)
+    pd.DataFrame({"id": [1, 2, 3], "text": ["Great fun.", "", "Boring, slow, bad."], "label": [1, 0, 0]}).to_csv(
+        source, index=False
+    )
     output = tmp_path / "predictions.jsonl"
     assert cli(["--model", str(tiny_adapter), "--file", str(source), "--output", str(output)]) == 0
     rows = [json.loads(line) for line in output.read_text().splitlines()]
@@ -86,7 +88,11 @@ def test_cli_scores_a_file_and_flags_empty_rows(tiny_adapter, tmp_path, capsys):
 def test_cli_reads_stdin(tiny_adapter):
     result = subprocess.run(
         [sys.executable, "inference/predict.py", "--model", str(tiny_adapter), "--json"],
-        input="Loved it.\n\nHated it.\n", capture_output=True, text=True, cwd=PROJECT_ROOT, timeout=120,
+        input="Loved it.\n\nHated it.\n",
+        capture_output=True,
+        text=True,
+        cwd=PROJECT_ROOT,
+        timeout=120,
     )
     assert result.returncode == 0, result.stderr
     assert [json.loads(line)["text"] for line in result.stdout.splitlines()] == ["Loved it.", "Hated it."]
@@ -187,6 +193,7 @@ def test_fp32_is_the_cpu_default_and_int8_is_selectable(tiny_adapter):
     fast = Predictor.from_pretrained(tiny_adapter, device="cpu", precision="int8")
     exact = Predictor.from_pretrained(tiny_adapter, device="cpu")
     assert fast.precision == "int8" and exact.precision == "fp32"
+
     def quantized(model):
         return any(".quantized." in type(module).__module__ for module in model.modules())
 

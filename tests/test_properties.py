@@ -16,7 +16,9 @@ from tests.conftest import PROJECT_ROOT
 
 MAX_CHARS = 100_000
 # Few examples, no deadline: each one runs the tiny model, and a case is slow only because the machine is busy.
-PROPERTY_SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+PROPERTY_SETTINGS = settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 
 # Generating 100,000 random characters one by one is slow, so long texts repeat a random piece up to
 # the limit; short ones are fully random over every code point (control, combining, right-to-left,
@@ -97,7 +99,10 @@ def test_a_lone_surrogate_gets_a_clear_value_error(predictor):
 def test_non_utf8_bytes_on_the_command_line_give_one_error_line(tiny_adapter):
     result = subprocess.run(
         [sys.executable, "inference/predict.py", "--model", str(tiny_adapter), b"caf\xe9 great"],
-        capture_output=True, text=True, cwd=PROJECT_ROOT, timeout=180,
+        capture_output=True,
+        text=True,
+        cwd=PROJECT_ROOT,
+        timeout=180,
     )
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1].startswith("error: ")
@@ -106,7 +111,10 @@ def test_non_utf8_bytes_on_the_command_line_give_one_error_line(tiny_adapter):
 def test_non_utf8_bytes_on_stdin_give_one_error_line(tiny_adapter):
     result = subprocess.run(
         [sys.executable, "inference/predict.py", "--model", str(tiny_adapter)],
-        input=b"caf\xe9 great\n", capture_output=True, cwd=PROJECT_ROOT, timeout=180,
+        input=b"caf\xe9 great\n",
+        capture_output=True,
+        cwd=PROJECT_ROOT,
+        timeout=180,
     )
     stderr = result.stderr.decode()
     assert result.returncode == 2 and "Traceback" not in stderr

@@ -25,10 +25,14 @@ def test_shipped_adapter_keeps_its_recorded_accuracy(imdb_dir):
 
     recorded = json.loads((SHIPPED_MODEL_DIR / "metrics.json").read_text())
     reference = recorded.get("test", recorded["validation"])["accuracy"]
-    sample = stratified_subset(pd.read_parquet(imdb_dir / "test.parquet", columns=["text", "label"]), SAMPLE_SIZE, seed=0)
+    sample = stratified_subset(
+        pd.read_parquet(imdb_dir / "test.parquet", columns=["text", "label"]), SAMPLE_SIZE, seed=0
+    )
     predictor = Predictor.from_pretrained(SHIPPED_MODEL_DIR, device="cpu")
     metrics = classification_metrics(sample["label"].to_numpy(), predictor.predict_proba(sample["text"].tolist()))
-    print(f"shipped adapter on {SAMPLE_SIZE} test reviews: accuracy {metrics['accuracy']:.4f} (recorded {reference:.4f})")
+    print(
+        f"shipped adapter on {SAMPLE_SIZE} test reviews: accuracy {metrics['accuracy']:.4f} (recorded {reference:.4f})"
+    )
     assert metrics["accuracy"] >= reference - MARGIN
     assert metrics["f1"] >= reference - MARGIN
 
@@ -38,9 +42,20 @@ def test_short_lora_run_on_the_packaged_base_beats_chance(small_imdb, tmp_path):
     from training.train import main
 
     # 40 steps at 64 tokens: the most a CPU test can afford; the real recipe is in the model card.
-    config = tiny_train_config("minilm", small_imdb, tmp_path, max_length=64, max_steps=40, eval_steps=40,
-                               batch_size=16, learning_rate=3e-3, warmup_fraction=0.0, lora_rank=8, lora_alpha=16,
-                               validation_fraction=0.25)
+    config = tiny_train_config(
+        "minilm",
+        small_imdb,
+        tmp_path,
+        max_length=64,
+        max_steps=40,
+        eval_steps=40,
+        batch_size=16,
+        learning_rate=3e-3,
+        warmup_fraction=0.0,
+        lora_rank=8,
+        lora_alpha=16,
+        validation_fraction=0.25,
+    )
     validation = main(config)["validation"]
     print(f"MiniLM after 40 steps on 300 reviews: validation accuracy {validation['accuracy']:.3f}")
     # 100 held-out reviews: chance is 0.5 with a standard error of 0.05; 0.65 is three of those above it.

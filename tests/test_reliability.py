@@ -58,7 +58,16 @@ sys.exit(cli())
 # data order and dropout) from the checkpoint, and skips the batches already seen, so on the same
 # machine the two runs do the same arithmetic; the tolerance only absorbs float summation order.
 RESUME_TOLERANCE = 1e-6
-COMPARED_METRICS = ("loss", "accuracy", "precision", "recall", "f1", "roc_auc", "log_loss", "expected_calibration_error")
+COMPARED_METRICS = (
+    "loss",
+    "accuracy",
+    "precision",
+    "recall",
+    "f1",
+    "roc_auc",
+    "log_loss",
+    "expected_calibration_error",
+)
 
 
 def command_line(config: TrainConfig) -> list[str]:
@@ -71,7 +80,9 @@ def command_line(config: TrainConfig) -> list[str]:
     return arguments
 
 
-def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(tiny_adapter, tiny_distilbert, small_imdb, tmp_path):
+def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(
+    tiny_adapter, tiny_distilbert, small_imdb, tmp_path
+):
     # tiny_adapter is the uninterrupted run: this same config (12 steps of 16 reviews, checkpoint every 6; an
     # epoch of 360 reviews is 23 steps, so step 6 is mid-epoch), seed 42, trained by training/train.py.
     config = tiny_train_config(tiny_distilbert, small_imdb, tmp_path)
@@ -83,7 +94,9 @@ def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(tiny_adapter
     with log.open("w") as output:  # a file, not a pipe: progress bars would fill a pipe and stall the child
         child = subprocess.Popen(
             [sys.executable, "-c", KILLED_AFTER_FIRST_CHECKPOINT, str(marker), *command_line(config)],
-            cwd=PROJECT_ROOT, stdout=output, stderr=subprocess.STDOUT,
+            cwd=PROJECT_ROOT,
+            stdout=output,
+            stderr=subprocess.STDOUT,
         )
     try:
         deadline = time.monotonic() + 300
@@ -106,7 +119,9 @@ def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(tiny_adapter
 
     # What a kill during a checkpoint save leaves: a newer folder without trainer_state.json. --resume skips it.
     half_written = results / "checkpoint-9"
-    shutil.copytree(results / "checkpoint-6", half_written, ignore=shutil.ignore_patterns("trainer_state.json", "optimizer.pt"))
+    shutil.copytree(
+        results / "checkpoint-6", half_written, ignore=shutil.ignore_patterns("trainer_state.json", "optimizer.pt")
+    )
 
     summary = main(dataclasses.replace(config, resume=True))
     state = json.loads((results / "checkpoint-12" / "trainer_state.json").read_text())
@@ -121,9 +136,16 @@ def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(tiny_adapter
     # resuming: the training loss and validation at step 12, and the step-12 weights. (The loss logged at
     # step 8 is not compared: it averages steps 5-8 in one run but 7-8 in the resumed one, by design.)
     reference = tiny_adapter.parent / "results" / "checkpoint-12"
-    logs = [{key: value for entry in json.loads((folder / "trainer_state.json").read_text())["log_history"]
-             if entry["step"] == 12 for key, value in entry.items() if key in ("loss", *(f"eval_{k}" for k in COMPARED_METRICS))}
-            for folder in (results / "checkpoint-12", reference)]
+    logs = [
+        {
+            key: value
+            for entry in json.loads((folder / "trainer_state.json").read_text())["log_history"]
+            if entry["step"] == 12
+            for key, value in entry.items()
+            if key in ("loss", *(f"eval_{k}" for k in COMPARED_METRICS))
+        }
+        for folder in (results / "checkpoint-12", reference)
+    ]
     assert "loss" in logs[0] and "eval_loss" in logs[0] and logs[0].keys() == logs[1].keys()
     for key, value in logs[1].items():
         assert logs[0][key] == pytest.approx(value, abs=RESUME_TOLERANCE), key
@@ -133,7 +155,10 @@ def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(tiny_adapter
         assert (weights[0][name] - tensor).abs().max() <= RESUME_TOLERANCE, name
     # The published adapters themselves agree: the same logits on reviews neither run saw.
     texts = pd.read_parquet(small_imdb / "test.parquet")["text"].tolist()[:16]
-    logits = [Predictor.from_pretrained(folder, device="cpu", precision="fp32").predict_logits(texts) for folder in (previous, tiny_adapter)]
+    logits = [
+        Predictor.from_pretrained(folder, device="cpu", precision="fp32").predict_logits(texts)
+        for folder in (previous, tiny_adapter)
+    ]
     assert np.allclose(logits[0], logits[1], atol=1e-5)
 
 
@@ -143,6 +168,7 @@ def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(tiny_adapter
 def refuse(what: str):
     def loader(*args, **kwargs):
         raise AssertionError(f"{what} was loaded before the problem was reported")
+
     return loader
 
 
@@ -168,31 +194,74 @@ def run_train(arguments: list[str], capsys) -> str:
     return error
 
 
-def test_output_folder_below_a_file_is_refused_before_loading(tiny_distilbert, small_imdb, tmp_path, capsys, nothing_loads):
+def test_output_folder_below_a_file_is_refused_before_loading(
+    tiny_distilbert, small_imdb, tmp_path, capsys, nothing_loads
+):
     blocker = tmp_path / "a_file"
     blocker.write_text("not a folder")
-    error = run_train(["--base-model", str(tiny_distilbert), "--data", str(small_imdb),
-                       "--output-dir", str(blocker / "adapter"), "--results-dir", str(tmp_path / "results")], capsys)
+    error = run_train(
+        [
+            "--base-model",
+            str(tiny_distilbert),
+            "--data",
+            str(small_imdb),
+            "--output-dir",
+            str(blocker / "adapter"),
+            "--results-dir",
+            str(tmp_path / "results"),
+        ],
+        capsys,
+    )
     assert f"--output-dir {blocker / 'adapter'} cannot be created: {blocker} is a file" in error
 
 
-def test_read_only_output_folder_is_refused_before_loading(tiny_distilbert, small_imdb, tmp_path, capsys, nothing_loads):
+def test_read_only_output_folder_is_refused_before_loading(
+    tiny_distilbert, small_imdb, tmp_path, capsys, nothing_loads
+):
     if os.geteuid() == 0:
-        pytest.skip("running as root: file modes do not stop root from writing (the path-below-a-file test covers this check)")
+        pytest.skip(
+            "running as root: file modes do not stop root from writing (the path-below-a-file test covers this check)"
+        )
     locked = tmp_path / "locked"
     locked.mkdir(mode=0o500)
-    error = run_train(["--base-model", str(tiny_distilbert), "--data", str(small_imdb),
-                       "--output-dir", str(locked / "adapter"), "--results-dir", str(tmp_path / "results")], capsys)
+    error = run_train(
+        [
+            "--base-model",
+            str(tiny_distilbert),
+            "--data",
+            str(small_imdb),
+            "--output-dir",
+            str(locked / "adapter"),
+            "--results-dir",
+            str(tmp_path / "results"),
+        ],
+        capsys,
+    )
     assert "is not writable" in error
 
 
-def test_a_full_disk_is_refused_before_loading(tiny_distilbert, small_imdb, tmp_path, capsys, monkeypatch, nothing_loads):
+def test_a_full_disk_is_refused_before_loading(
+    tiny_distilbert, small_imdb, tmp_path, capsys, monkeypatch, nothing_loads
+):
     import collections
 
     usage = collections.namedtuple("usage", "total used free")
-    monkeypatch.setattr("training.train.shutil.disk_usage", lambda path: usage(10 * 2**30, 10 * 2**30 - 5 * 2**20, 5 * 2**20))
-    error = run_train(["--base-model", str(tiny_distilbert), "--data", str(small_imdb),
-                       "--output-dir", str(tmp_path / "adapter"), "--results-dir", str(tmp_path / "results")], capsys)
+    monkeypatch.setattr(
+        "training.train.shutil.disk_usage", lambda path: usage(10 * 2**30, 10 * 2**30 - 5 * 2**20, 5 * 2**20)
+    )
+    error = run_train(
+        [
+            "--base-model",
+            str(tiny_distilbert),
+            "--data",
+            str(small_imdb),
+            "--output-dir",
+            str(tmp_path / "adapter"),
+            "--results-dir",
+            str(tmp_path / "results"),
+        ],
+        capsys,
+    )
     assert "only 5 MB free on its disk; a run needs about 100 MB" in error
     assert error.count("MB free") == 1  # one disk, one message, though both folders live on it
 
@@ -206,17 +275,45 @@ def test_a_full_disk_is_refused_before_loading(tiny_distilbert, small_imdb, tmp_
     ],
     ids=["missing-folder", "unknown-hub-id-offline", "folder-without-a-model"],
 )
-def test_unknown_base_model_is_refused_before_any_weights_load(base, message, small_imdb, tmp_path, capsys, monkeypatch, no_weights_load):
+def test_unknown_base_model_is_refused_before_any_weights_load(
+    base, message, small_imdb, tmp_path, capsys, monkeypatch, no_weights_load
+):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     (tmp_path / "empty").mkdir()
-    error = run_train(["--base-model", base.format(empty=tmp_path / "empty"), "--data", str(small_imdb),
-                       "--output-dir", str(tmp_path / "adapter"), "--results-dir", str(tmp_path / "results")], capsys)
+    error = run_train(
+        [
+            "--base-model",
+            base.format(empty=tmp_path / "empty"),
+            "--data",
+            str(small_imdb),
+            "--output-dir",
+            str(tmp_path / "adapter"),
+            "--results-dir",
+            str(tmp_path / "results"),
+        ],
+        capsys,
+    )
     assert message in error and "--base-model minilm" in error  # the way out
 
 
-def test_max_length_beyond_the_base_is_refused_before_any_weights_load(tiny_distilbert, small_imdb, tmp_path, capsys, no_weights_load):
-    error = run_train(["--base-model", str(tiny_distilbert), "--data", str(small_imdb), "--max-length", "1024",
-                       "--output-dir", str(tmp_path / "adapter"), "--results-dir", str(tmp_path / "results")], capsys)
+def test_max_length_beyond_the_base_is_refused_before_any_weights_load(
+    tiny_distilbert, small_imdb, tmp_path, capsys, no_weights_load
+):
+    error = run_train(
+        [
+            "--base-model",
+            str(tiny_distilbert),
+            "--data",
+            str(small_imdb),
+            "--max-length",
+            "1024",
+            "--output-dir",
+            str(tmp_path / "adapter"),
+            "--results-dir",
+            str(tmp_path / "results"),
+        ],
+        capsys,
+    )
     assert "--max-length 1024 exceeds what the base model supports (512)" in error
 
 
@@ -231,11 +328,24 @@ def test_max_length_beyond_the_base_is_refused_before_any_weights_load(tiny_dist
     ],
     ids=["no-text-column", "no-label-column", "labels-not-0-1", "header-only", "empty-file"],
 )
-def test_bad_training_data_is_refused_before_the_base_loads(content, message, tiny_distilbert, tmp_path, capsys, no_weights_load):
+def test_bad_training_data_is_refused_before_the_base_loads(
+    content, message, tiny_distilbert, tmp_path, capsys, no_weights_load
+):
     source = tmp_path / "reviews.csv"
     source.write_text(content)
-    error = run_train(["--base-model", str(tiny_distilbert), "--data", str(source),
-                       "--output-dir", str(tmp_path / "adapter"), "--results-dir", str(tmp_path / "results")], capsys)
+    error = run_train(
+        [
+            "--base-model",
+            str(tiny_distilbert),
+            "--data",
+            str(source),
+            "--output-dir",
+            str(tmp_path / "adapter"),
+            "--results-dir",
+            str(tmp_path / "results"),
+        ],
+        capsys,
+    )
     assert message in error and len(error.strip().splitlines()) == 1
 
 
@@ -258,7 +368,9 @@ def copy_with_base(adapter: Path, folder: Path, base: str, files: tuple[str, ...
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"
 
 
-def test_adapter_whose_records_name_two_bases_is_refused_before_loading(tiny_adapter, tiny_distilbert, tmp_path, monkeypatch, capsys):
+def test_adapter_whose_records_name_two_bases_is_refused_before_loading(
+    tiny_adapter, tiny_distilbert, tmp_path, monkeypatch, capsys
+):
     folder = copy_with_base(tiny_adapter, tmp_path / "edited", MINILM, ("sentiment_config.json",))
     monkeypatch.setattr(model_module, "load_base_classifier", lambda *a, **k: pytest.fail("a base was loaded"))
     with pytest.raises(ModelLoadError) as error:
@@ -269,7 +381,9 @@ def test_adapter_whose_records_name_two_bases_is_refused_before_loading(tiny_ada
     assert f"'{tiny_distilbert}'" in capsys.readouterr().err
 
 
-def test_adapter_loaded_on_a_base_it_does_not_fit_is_refused_before_peft(tiny_adapter, tiny_distilbert, tmp_path, monkeypatch):
+def test_adapter_loaded_on_a_base_it_does_not_fit_is_refused_before_peft(
+    tiny_adapter, tiny_distilbert, tmp_path, monkeypatch
+):
     import peft
 
     # Both records edited alike: only the weights' shapes can tell it was trained on the tiny DistilBERT.
@@ -320,9 +434,19 @@ def test_evaluate_takes_the_same_trust_flag(pickled_adapter, tmp_path, capsys, m
 
     reviews = tmp_path / "reviews.csv"
     pd.DataFrame({"text": ["Great fun.", "Awful."], "label": [1, 0]}).to_csv(reviews, index=False)
-    arguments = ["--model", str(pickled_adapter), "--data", str(reviews), "--device", "cpu", "--output-dir", str(tmp_path / "report")]
+    arguments = [
+        "--model",
+        str(pickled_adapter),
+        "--data",
+        str(reviews),
+        "--device",
+        "cpu",
+        "--output-dir",
+        str(tmp_path / "report"),
+    ]
     assert evaluate.cli(arguments) == 2
     assert "safetensors only" in capsys.readouterr().err
+
     # With the flag, evaluation asks the Predictor (tested above) to trust the file.
     class Asked(Exception):
         pass
@@ -335,7 +459,9 @@ def test_evaluate_takes_the_same_trust_flag(pickled_adapter, tmp_path, capsys, m
         evaluate.cli([*arguments, "--trust-pickle-weights"])
     assert asked.value.args[0]["trust_pickle"] is True
     for script in ("inference/predict.py", "evaluation/evaluate.py"):
-        help_text = subprocess.run([sys.executable, script, "--help"], capture_output=True, text=True, cwd=PROJECT_ROOT).stdout
+        help_text = subprocess.run(
+            [sys.executable, script, "--help"], capture_output=True, text=True, cwd=PROJECT_ROOT
+        ).stdout
         assert "--trust-pickle-weights" in help_text and "A pickle can carry code" in " ".join(help_text.split())
 
 
@@ -360,7 +486,9 @@ def test_remote_code_is_never_trusted(tiny_distilbert):
 
     model_module._from_pretrained(Loader, str(tiny_distilbert), "a model", trust_remote_code=True)
     assert seen["trust_remote_code"] is False  # even when a caller asks for it
-    tracked = subprocess.run(["git", "ls-files", "*.py"], capture_output=True, text=True, cwd=PROJECT_ROOT).stdout.split()
+    tracked = subprocess.run(
+        ["git", "ls-files", "*.py"], capture_output=True, text=True, cwd=PROJECT_ROOT
+    ).stdout.split()
     for path in tracked:
         source = " ".join((PROJECT_ROOT / path).read_text().split()) if (PROJECT_ROOT / path).exists() else ""
         for enabled in ("trust_remote_code=True", '"trust_remote_code": True'):
@@ -397,7 +525,9 @@ def test_bad_files_are_read_or_refused_in_one_message(name, content, message, tm
 def load_audit_script():
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("audit_dependencies", PROJECT_ROOT / "scripts" / "audit_dependencies.py")
+    spec = importlib.util.spec_from_file_location(
+        "audit_dependencies", PROJECT_ROOT / "scripts" / "audit_dependencies.py"
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -405,11 +535,13 @@ def load_audit_script():
 
 def test_audit_fails_the_build_on_a_known_vulnerability(tmp_path, monkeypatch, capsys):
     audit = load_audit_script()
-    report = {"dependencies": [
-        {"name": "requests", "version": "2.19.0", "vulns": [{"id": "PYSEC-2018-28", "fix_versions": ["2.20.0"]}]},
-        {"name": "numpy", "version": "2.4.6", "vulns": []},
-        {"name": "torch", "version": "2.13.0+cpu", "skip_reason": "Dependency not found on PyPI"},
-    ]}
+    report = {
+        "dependencies": [
+            {"name": "requests", "version": "2.19.0", "vulns": [{"id": "PYSEC-2018-28", "fix_versions": ["2.20.0"]}]},
+            {"name": "numpy", "version": "2.4.6", "vulns": []},
+            {"name": "torch", "version": "2.13.0+cpu", "skip_reason": "Dependency not found on PyPI"},
+        ]
+    }
     real_run = subprocess.run
 
     def fake_pip_audit(command, **kwargs):
@@ -429,8 +561,14 @@ def test_audit_fails_the_build_on_a_known_vulnerability(tmp_path, monkeypatch, c
 def test_audit_warns_without_failing_when_the_service_is_unreachable(tmp_path, capsys):
     pytest.importorskip("pip_audit")
     unreachable = {**os.environ, "HTTPS_PROXY": "http://127.0.0.1:9", "https_proxy": "http://127.0.0.1:9"}
-    result = subprocess.run([sys.executable, "scripts/audit_dependencies.py", "--output-dir", str(tmp_path), "--timeout", "120"],
-                            capture_output=True, text=True, cwd=PROJECT_ROOT, env=unreachable, timeout=180)
+    result = subprocess.run(
+        [sys.executable, "scripts/audit_dependencies.py", "--output-dir", str(tmp_path), "--timeout", "120"],
+        capture_output=True,
+        text=True,
+        cwd=PROJECT_ROOT,
+        env=unreachable,
+        timeout=180,
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("WARNING: dependency audit could not check any of the")
     assert json.loads((tmp_path / "dependency_audit.json").read_text())["checked"] == 0

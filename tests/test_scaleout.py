@@ -67,8 +67,21 @@ def accelerate_launch(script: str, *arguments: str, timeout: int = 300) -> subpr
     if ACCELERATE is None:
         pytest.skip("the accelerate command is not installed")
     command = [
-        ACCELERATE, "launch", "--num_processes", "2", "--cpu", "--num_machines", "1", "--mixed_precision", "no",
-        "--dynamo_backend", "no", "--main_process_port", str(free_port()), script, *arguments,
+        ACCELERATE,
+        "launch",
+        "--num_processes",
+        "2",
+        "--cpu",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "--main_process_port",
+        str(free_port()),
+        script,
+        *arguments,
     ]
     environment = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}
     done = subprocess.run(command, cwd=PROJECT_ROOT, env=environment, capture_output=True, text=True, timeout=timeout)
@@ -81,7 +94,16 @@ def test_prediction_split_across_two_processes_equals_one_process(tiny_adapter, 
     reviews["review_id"] = [f"r{i:03d}" for i in range(len(reviews))]
     reviews.loc[7, "text"] = "   "  # an empty row is flagged in place, in whichever share it falls
     reviews.to_csv(tmp_path / "reviews.csv", index=False)
-    common = ["--file", str(tmp_path / "reviews.csv"), "--model", str(tiny_adapter), "--precision", "fp32", "--batch-size", "8"]
+    common = [
+        "--file",
+        str(tmp_path / "reviews.csv"),
+        "--model",
+        str(tiny_adapter),
+        "--precision",
+        "fp32",
+        "--batch-size",
+        "8",
+    ]
 
     assert cli([*common, "--output", str(tmp_path / "one.csv")]) == 0
     launched = accelerate_launch("inference/predict.py", *common, "--output", str(tmp_path / "two.csv"))
@@ -90,21 +112,48 @@ def test_prediction_split_across_two_processes_equals_one_process(tiny_adapter, 
     one, two = pd.read_csv(tmp_path / "one.csv"), pd.read_csv(tmp_path / "two.csv")
     assert list(two.columns) == list(one.columns)
     assert two["review_id"].tolist() == one["review_id"].tolist() == reviews["review_id"].tolist()
-    pd.testing.assert_frame_equal(two.drop(columns=["p_negative", "p_positive", "confidence"]),
-                                  one.drop(columns=["p_negative", "p_positive", "confidence"]))
+    pd.testing.assert_frame_equal(
+        two.drop(columns=["p_negative", "p_positive", "confidence"]),
+        one.drop(columns=["p_negative", "p_positive", "confidence"]),
+    )
     for column in ("p_negative", "p_positive", "confidence"):
         assert (two[column] - one[column]).abs().max() <= PROBABILITY_TOLERANCE, column
     assert two.loc[7, "error"] == "empty text"
     assert sorted(path.name for path in tmp_path.iterdir()) == ["one.csv", "reviews.csv", "two.csv"]  # shards removed
 
 
-def test_training_under_two_processes_writes_one_adapter_like_a_single_process_run(tiny_distilbert, small_imdb, tiny_adapter, tmp_path):
+def test_training_under_two_processes_writes_one_adapter_like_a_single_process_run(
+    tiny_distilbert, small_imdb, tiny_adapter, tmp_path
+):
     run = tmp_path / "run"
     accelerate_launch(
-        "training/train.py", "--base-model", str(tiny_distilbert), "--data", str(small_imdb),
-        "--output-dir", str(run / "adapter"), "--results-dir", str(run / "results"),
-        "--train-limit", "64", "--validation-limit", "32", "--max-length", "64", "--batch-size", "8",
-        "--max-steps", "4", "--eval-steps", "4", "--logging-steps", "2", "--lora-rank", "4", "--lora-alpha", "8",
+        "training/train.py",
+        "--base-model",
+        str(tiny_distilbert),
+        "--data",
+        str(small_imdb),
+        "--output-dir",
+        str(run / "adapter"),
+        "--results-dir",
+        str(run / "results"),
+        "--train-limit",
+        "64",
+        "--validation-limit",
+        "32",
+        "--max-length",
+        "64",
+        "--batch-size",
+        "8",
+        "--max-steps",
+        "4",
+        "--eval-steps",
+        "4",
+        "--logging-steps",
+        "2",
+        "--lora-rank",
+        "4",
+        "--lora-alpha",
+        "8",
     )
     adapter = run / "adapter"
     # Only the main process writes: one adapter, and no half-written or retired copy from a second writer.

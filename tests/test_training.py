@@ -12,13 +12,26 @@ import torch
 from tests.conftest import tiny_train_config
 from training import model as model_module
 from training.data import DataError
-from training.model import LoraSettings, SentimentConfig, build_classifier, load_classifier, load_tokenizer, save_adapter
+from training.model import (
+    LoraSettings,
+    SentimentConfig,
+    build_classifier,
+    load_classifier,
+    load_tokenizer,
+    save_adapter,
+)
 from training.train import main, parse_args
 
 
 def test_training_writes_a_complete_self_describing_adapter(tiny_adapter, tiny_distilbert):
     files = {path.name for path in tiny_adapter.iterdir()}
-    assert {"adapter_model.safetensors", "adapter_config.json", "sentiment_config.json", "metrics.json", "tokenizer.json"} <= files
+    assert {
+        "adapter_model.safetensors",
+        "adapter_config.json",
+        "sentiment_config.json",
+        "metrics.json",
+        "tokenizer.json",
+    } <= files
     assert not [name for name in files if name.endswith((".bin", ".pt", ".pkl"))]
 
     config = SentimentConfig.load(tiny_adapter)
@@ -36,7 +49,7 @@ def test_head_is_saved_and_logits_reload_exactly(tiny_distilbert, tmp_path):
     classifier = build_classifier(str(tiny_distilbert), LoraSettings(rank=4, alpha=8, targets="all-linear"))
     # Move every trainable weight away from its initial value, as training would.
     with torch.no_grad():
-        for name, parameter in classifier.named_parameters():
+        for parameter in classifier.parameters():
             if parameter.requires_grad:
                 parameter.add_(torch.randn_like(parameter) * 0.05)
     classifier.eval()
@@ -92,7 +105,9 @@ def test_failed_run_leaves_the_previous_adapter_untouched(tiny_distilbert, small
 
 
 def test_settings_are_checked_before_anything_loads(tmp_path):
-    config = parse_args(["--truncation", "head", "--max-length", "4", "--validation-fraction", "1.5", "--data", str(tmp_path)])
+    config = parse_args(
+        ["--truncation", "head", "--max-length", "4", "--validation-fraction", "1.5", "--data", str(tmp_path)]
+    )
     with pytest.raises(DataError) as error:
         main(config)
     message = str(error.value)

