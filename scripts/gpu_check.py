@@ -296,6 +296,11 @@ def pytest_stage(out: Path, scratch: Path, data: Path, env: dict, timeout_s: flo
         counts["passed"] = counts["tests"] - counts["failures"] - counts["errors"] - counts["skipped"]
         result["counts"] = counts
         result["cases"] = {case.get("name"): outcome(case) for case in suite.iter("testcase")}
+        result["properties"] = {
+            case.get("name"): {item.get("name"): item.get("value") for item in case.iter("property")}
+            for case in suite.iter("testcase")
+            if case.find("properties") is not None
+        }
     return result
 
 

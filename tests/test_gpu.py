@@ -58,7 +58,7 @@ def gpu_predictor():
     return Predictor.from_pretrained(SHIPPED, device="cuda")
 
 
-def test_bf16_on_cuda_agrees_with_fp32_on_cpu(sample_texts, cpu_predictor, gpu_predictor):
+def test_bf16_on_cuda_agrees_with_fp32_on_cpu(sample_texts, cpu_predictor, gpu_predictor, record_property):
     texts, _ = sample_texts
     assert cpu_predictor.precision == "fp32"
     assert gpu_predictor.precision == "bf16"  # "auto" on a GPU with bf16 support
@@ -66,9 +66,9 @@ def test_bf16_on_cuda_agrees_with_fp32_on_cpu(sample_texts, cpu_predictor, gpu_p
     fast = gpu_predictor.predict_proba(texts, batch_size=128)
     disagreement = float(np.mean(exact.argmax(axis=1) != fast.argmax(axis=1)))
     largest = float(np.abs(exact - fast).max())
-    print(
-        json.dumps({"reviews": len(texts), "label_disagreement": disagreement, "max_probability_difference": largest})
-    )
+    figures = {"reviews": len(texts), "label_disagreement": disagreement, "max_probability_difference": largest}
+    for name, value in figures.items():
+        record_property(name, value)  # into the JUnit XML, where scripts/gpu_check.py reads it
     assert disagreement <= MAX_LABEL_DISAGREEMENT
     assert largest <= MAX_PROBABILITY_DIFFERENCE
 
