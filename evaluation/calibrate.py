@@ -20,6 +20,7 @@ from pathlib import Path
 from evaluation.metrics import calibration_record
 from inference import options
 from inference.predictor import Predictor
+from training import failures
 from training.data import DataError, load_train_validation
 from training.model import (
     CALIBRATION_FILE,
@@ -114,6 +115,11 @@ def cli(argv: list[str] | None = None) -> int:
     except (DataError, ModelLoadError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    except Exception as error:  # anything else: one line here, the traceback in a log file
+        return failures.report_unexpected("calibrate", error)
     print(
         f"Temperature {record['temperature']:.4f} fitted on the {record['fitted_on']} (accuracy {record['split']['accuracy']:.4f}; "
         f"scored in {record['seconds']} s): ECE {record['ece_before']:.4f} -> {record['ece_after']:.4f}, "

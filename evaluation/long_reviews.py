@@ -13,7 +13,6 @@ stratified sample of the qualifying reviews instead of all of them.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -24,6 +23,7 @@ from evaluation.metrics import classification_metrics, softmax
 from inference import options
 from inference.options import positive_int
 from inference.predictor import LONG_REVIEW_MODES, Predictor
+from training import failures, storage
 from training.data import DataError, encode_windows, load_split, stratified_subset
 from training.model import ModelLoadError
 from training.paths import RESULTS_DIR
@@ -114,7 +114,7 @@ def main(args: argparse.Namespace) -> dict:
         }
     report["paired"] = paired_comparison(labels, modes["truncate"]["logits"], modes["sliding"]["logits"])
     args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(report, indent=2) + "\n")
+    storage.write_json(args.output, report)
     return report
 
 
@@ -172,6 +172,11 @@ def cli(argv: list[str] | None = None) -> int:
     except (DataError, ModelLoadError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    except Exception as error:  # anything else: one line here, the traceback in a log file
+        return failures.report_unexpected("long_reviews", error)
     data = report["data"]
     print(
         f"{data['longer_than_max_length']} of {data['reviews']} reviews exceed {data['max_length']} tokens; "

@@ -30,7 +30,8 @@ from inference.predictor import (  # noqa: F401
     predict_table,
     resolve_precision,
 )
-from training.data import DataError, read_table
+from training import failures, storage
+from training.data import DataError, read_table, spreadsheet_safe
 from training.model import ModelLoadError
 from training.paths import DEFAULT_MODEL_DIR, PROJECT_ROOT  # noqa: F401 (re-exported: app.py imports them from here)
 
@@ -47,10 +48,18 @@ def read_stdin() -> str:
 
 
 def write_predictions(frame, path: Path) -> None:
-    if path.suffix.lower() == ".csv":
-        frame.to_csv(path, index=False)
-    else:
-        frame.to_json(path, orient="records", lines=True, force_ascii=False)
+    """--output, written atomically. CSV cells that a spreadsheet would run as a formula are quoted
+    (spreadsheet_safe); JSON lines are written as they are. A write that fails is one DataError line."""
+    try:
+        with storage.atomic_writer(path) as file:
+            if path.suffix.lower() == ".csv":
+                spreadsheet_safe(frame).to_csv(file, index=False)
+            else:
+                frame.to_json(file, orient="records", lines=True, force_ascii=False)
+    except OSError as error:
+        raise DataError(
+            f"Could not write --output {path}: {error.strerror or error}. Choose a folder you can write to."
+        ) from error
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -171,6 +180,11 @@ def cli(argv: list[str] | None = None) -> int:
     except (DataError, ModelLoadError, TextError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    except Exception as error:  # anything else: one line here, the traceback in a log file
+        return failures.report_unexpected("predict", error)
     return 0
 
 
