@@ -222,7 +222,7 @@ def read_upload(name: str, data: bytes, text_column: str | None = None) -> pd.Da
         raise DataError(f"{name} is {len(data) / 2**20:.1f} MB; the app reads files of up to {MAX_UPLOAD_MB} MB.")
     with tempfile.TemporaryDirectory(prefix="sentiment_upload_") as folder:
         path = Path(folder) / f"upload{suffix}"
-        path.write_bytes(data)
+        path.write_bytes(data)  # a private temporary copy, not a user's file
         try:
             frame = read_table(path, text_column=text_column, limits=UPLOAD_LIMITS)
         except DataError as error:

@@ -31,7 +31,7 @@ from inference.predictor import (  # noqa: F401
     resolve_precision,
 )
 from training import failures, storage
-from training.data import DataError, read_table, spreadsheet_safe
+from training.data import NO_LIMITS, DataError, ReadLimits, read_table, spreadsheet_safe
 from training.model import ModelLoadError
 from training.paths import DEFAULT_MODEL_DIR, PROJECT_ROOT  # noqa: F401 (re-exported: app.py imports them from here)
 
@@ -70,6 +70,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--text-column", default="text", help="Column holding the reviews in --file (default: %(default)s)."
+    )
+    limits = ReadLimits()
+    parser.add_argument(
+        "--trust-large-files",
+        action="store_true",
+        help=f"Read --file whatever its size. Default: at most {limits.max_rows:,} rows, {limits.max_columns:,} columns "
+        f"and {limits.max_bytes // 2**20} MB (Parquet: decoded, checked from its metadata before decoding), cells cut "
+        f"to {limits.max_cell_chars:,} characters; a small Parquet file can decode to gigabytes.",
     )
     parser.add_argument(
         "--output",
@@ -117,7 +125,8 @@ def main(args: argparse.Namespace) -> list[dict]:
     if launch is not None and (args.file is None or args.output is None):
         raise DataError("Under accelerate launch each process scores a share of a file: give --file and --output.")
     if args.file is not None:
-        frame = read_table(args.file, text_column=args.text_column)
+        limits = NO_LIMITS if getattr(args, "trust_large_files", False) else ReadLimits()
+        frame = read_table(args.file, text_column=args.text_column, limits=limits)
         texts = frame[args.text_column].tolist()
     else:
         texts = args.texts or [line for line in read_stdin().splitlines() if line.strip()]
