@@ -325,3 +325,29 @@ def test_server_settings_bind_loopback_hide_tracebacks_and_bound_messages(monkey
     assert config["client"]["showErrorDetails"] in {option.value for option in ShowErrorDetailsConfigOptions}
     app = run_app(monkeypatch)
     assert app.text_area(key="review").max_chars == MAX_TYPED_CHARS
+
+
+def test_dependency_ranges_hold_the_tested_versions_and_the_constraints_pin_them():
+    from importlib.metadata import version
+
+    from packaging.requirements import Requirement
+    from packaging.version import Version
+
+    pinned = {
+        Requirement(line).name.lower(): Version(line.split("==")[1])
+        for line in (PROJECT_ROOT / "constraints.txt").read_text().splitlines()
+        if line and not line.startswith("#")
+    }
+    for dependency in tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text())["project"]["dependencies"]:
+        requirement = Requirement(dependency)
+        installed = Version(version(requirement.name))
+        assert requirement.specifier.contains(installed, prereleases=True), (dependency, installed)
+        assert any(spec.operator == "<" for spec in requirement.specifier) or "==" in dependency, dependency
+        assert pinned[requirement.name.lower()].public == installed.public, requirement.name
+    assert Requirement(
+        next(
+            d
+            for d in tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+            if d.startswith("torch")
+        )
+    ).specifier.contains("2.6.0")
