@@ -115,11 +115,6 @@ def cli(argv: list[str] | None = None) -> int:
     except (DataError, ModelLoadError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
-        return 130
-    except Exception as error:  # anything else: one line here, the traceback in a log file
-        return failures.report_unexpected("calibrate", error)
     print(
         f"Temperature {record['temperature']:.4f} fitted on the {record['fitted_on']} (accuracy {record['split']['accuracy']:.4f}; "
         f"scored in {record['seconds']} s): ECE {record['ece_before']:.4f} -> {record['ece_after']:.4f}, "
@@ -128,5 +123,11 @@ def cli(argv: list[str] | None = None) -> int:
     return 0
 
 
+def run(argv: list[str] | None = None) -> int:
+    """The command's entry point (console script and `python evaluation/calibrate.py`): cli(), with anything unexpected turned
+    into one line and a log file holding the traceback (training/failures.py)."""
+    return failures.guard("calibrate", cli, argv)
+
+
 if __name__ == "__main__":
-    sys.exit(cli())
+    sys.exit(run())

@@ -231,11 +231,6 @@ def cli(argv: list[str] | None = None) -> int:
     except (DataError, ModelLoadError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
-        return 130
-    except Exception as error:  # anything else: one line here, the traceback in a log file
-        return failures.report_unexpected("evaluate", error)
     metrics, calibration = report["metrics"], report["calibration"]
     # ROC-AUC is undefined (None) when the data holds one label only.
     roc_auc = "undefined (one label only)" if metrics["roc_auc"] is None else f"{metrics['roc_auc']:.4f}"
@@ -250,5 +245,11 @@ def cli(argv: list[str] | None = None) -> int:
     return 0
 
 
+def run(argv: list[str] | None = None) -> int:
+    """The command's entry point (console script and `python evaluation/evaluate.py`): cli(), with anything unexpected turned
+    into one line and a log file holding the traceback (training/failures.py)."""
+    return failures.guard("evaluate", cli, argv)
+
+
 if __name__ == "__main__":
-    sys.exit(cli())
+    sys.exit(run())

@@ -172,11 +172,6 @@ def cli(argv: list[str] | None = None) -> int:
     except (DataError, ModelLoadError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
-        return 130
-    except Exception as error:  # anything else: one line here, the traceback in a log file
-        return failures.report_unexpected("long_reviews", error)
     data = report["data"]
     print(
         f"{data['longer_than_max_length']} of {data['reviews']} reviews exceed {data['max_length']} tokens; "
@@ -196,5 +191,11 @@ def cli(argv: list[str] | None = None) -> int:
     return 0
 
 
+def run(argv: list[str] | None = None) -> int:
+    """The command's entry point (console script and `python evaluation/long_reviews.py`): cli(), with anything unexpected turned
+    into one line and a log file holding the traceback (training/failures.py)."""
+    return failures.guard("long_reviews", cli, argv)
+
+
 if __name__ == "__main__":
-    sys.exit(cli())
+    sys.exit(run())

@@ -189,13 +189,14 @@ def cli(argv: list[str] | None = None) -> int:
     except (DataError, ModelLoadError, TextError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
-        return 130
-    except Exception as error:  # anything else: one line here, the traceback in a log file
-        return failures.report_unexpected("predict", error)
     return 0
 
 
+def run(argv: list[str] | None = None) -> int:
+    """The command's entry point (console script and `python inference/predict.py`): cli(), with anything unexpected turned
+    into one line and a log file holding the traceback (training/failures.py)."""
+    return failures.guard("predict", cli, argv)
+
+
 if __name__ == "__main__":
-    sys.exit(cli())
+    sys.exit(run())

@@ -159,7 +159,8 @@ def test_an_oserror_writing_output_is_one_line(tmp_path, capsys):
 
 
 @pytest.mark.parametrize(
-    "module", ["inference.predict", "training.train", "evaluation.evaluate", "evaluation.calibrate"]
+    "module",
+    ["inference.predict", "training.train", "evaluation.evaluate", "evaluation.calibrate", "evaluation.long_reviews"],
 )
 def test_an_unexpected_error_is_one_line_and_a_log_file(module, tmp_path, monkeypatch, capsys):
     command = importlib.import_module(module)
@@ -170,7 +171,9 @@ def test_an_unexpected_error_is_one_line_and_a_log_file(module, tmp_path, monkey
 
     monkeypatch.setattr(command, "main", crash)
     monkeypatch.setattr(command, "parse_args", lambda argv=None: None)
-    assert command.cli([]) == 1
+    with pytest.raises(RuntimeError):  # cli() lets it through, for callers and tests ...
+        command.cli([])
+    assert command.run([]) == 1  # ... the entry point (console script, `python script.py`) catches it
     error = capsys.readouterr().err.strip()
     assert error.count("\n") == 0 and error.startswith("error: unexpected RuntimeError: something nobody expected")
     (log,) = (tmp_path / "logs").iterdir()

@@ -15,6 +15,7 @@ import sys
 import tempfile
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 
 from training.paths import RESULTS_DIR
@@ -54,3 +55,16 @@ def report_unexpected(command: str, error: BaseException) -> int:
     """For a command line's cli(): print one `error:` line to stderr, log the traceback, return the exit status."""
     print(f"error: {one_line(error, write_traceback(command, error))}", file=sys.stderr)
     return UNEXPECTED_EXIT
+
+
+def guard(command: str, cli: Callable[[list[str] | None], int], argv: list[str] | None = None) -> int:
+    """Run a command line's cli(argv); an interrupt exits 130, anything unexpected is one line and a log (exit 1).
+
+    cli() itself lets unexpected errors through, so tests and callers see them; the entry points use this."""
+    try:
+        return cli(argv)
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    except Exception as error:  # the last line of defence: see the module's docstring
+        return report_unexpected(command, error)

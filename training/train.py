@@ -568,11 +568,6 @@ def cli(argv: list[str] | None = None) -> int:
     except (data.DataError, ModelLoadError, storage.PublishError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
-        return 130
-    except Exception as error:  # anything else: one line here, the traceback in a log file
-        return failures.report_unexpected("train", error)
     validation = summary["validation"]
     print(
         f"Validation accuracy {validation['accuracy']:.4f}, F1 {validation['f1']:.4f} "
@@ -586,5 +581,11 @@ def cli(argv: list[str] | None = None) -> int:
     return 0
 
 
+def run(argv: list[str] | None = None) -> int:
+    """The command's entry point (console script and `python training/train.py`): cli(), with anything unexpected turned
+    into one line and a log file holding the traceback (training/failures.py)."""
+    return failures.guard("train", cli, argv)
+
+
 if __name__ == "__main__":
-    sys.exit(cli())
+    sys.exit(run())
