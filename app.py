@@ -16,21 +16,26 @@ explanation's HTML, uploads and their results) lives in inference/app_logic.py, 
 
 from __future__ import annotations
 
+import logging
 import time
 
 import numpy as np
 import pandas as pd
 import streamlit as st
 
+from inference import app_logic
 from inference.app_logic import (
     CLI_HINT,
     DEFAULT_UNCERTAIN_BELOW,
     EXAMPLE_REVIEWS,
     MAX_BATCH_ROWS,
     MAX_REVIEW_CHARS,
+    MAX_TYPED_CHARS,
     MAX_UPLOAD_MB,
     UNCERTAIN,
     UPLOAD_TYPES,
+    Busy,
+    ModelLoader,
     cap_review,
     code_span,
     confidence_histogram,
@@ -46,18 +51,24 @@ from inference.app_logic import (
     results_frame,
     score_texts,
     text_columns,
+    upload_digest,
     verdict,
     verdict_counts,
 )
 from inference.explain import DEFAULT_STEPS
 from inference.predict import EmptyTextError, Prediction, Predictor
-from training.data import DataError
-from training.model import ModelLoadError
+from training.data import DataError, spreadsheet_safe
+from training.failures import write_traceback
+from training.model import ModelLoadError, metrics_unreadable
 
 REVIEW_KEY = "review"
 BATCH_KEY = "batch_result"
 UPLOAD_KEY = "upload_frame"
 EXPLANATION_KEY = "explanation"
+POLL_KEY = "polling_the_model"  # set before a rerun that only checks whether the model has loaded
+LOAD_POLL_S = 0.5
+LOADING_MESSAGE = "Loading the model (once per server)… Type a review or upload a file meanwhile: it is scored as soon as the model is ready."
+LOGGER = logging.getLogger("sentiment_app")
 # Material icons ship with Streamlit's frontend, so they show even where no emoji font is installed.
 LABEL_STYLE = {
     "POSITIVE": ("green", ":material/thumb_up:"),
@@ -66,11 +77,26 @@ LABEL_STYLE = {
 }
 
 
-@st.cache_resource(show_spinner="Loading the model (once per server)…")
-def load_predictor(model_dir: str) -> Predictor:
-    # Keyed by model_dir, so pointing SENTIMENT_MODEL_DIR elsewhere loads that folder, not a stale model.
-    # A failed load raises and is not cached: the next rerun tries again (e.g. after a fix on disk).
-    return Predictor.from_pretrained(model_dir)
+@st.cache_resource(show_spinner=False)
+def model_loader(model_dir: str) -> ModelLoader:
+    # One loader per adapter folder, shared by every session (so SENTIMENT_MODEL_DIR elsewhere loads that folder,
+    # not a stale model). It loads in a background thread: the page is drawn and usable while the model loads.
+    # A failed load is tried again on the next visit or click (e.g. after a fix on disk).
+    return ModelLoader(model_dir)
+
+
+def log_unexpected(what: str, error: BaseException) -> None:
+    """The traceback to a log file and the server's log; the visitor sees one line (no server paths)."""
+    LOGGER.error("%s failed: %s: %s (traceback in %s)", what, type(error).__name__, error, write_traceback(what, error))
+
+
+def queue_notice(slot, what: str):
+    """on_wait for the heavy-work queue: show the visitor where they are in line."""
+    return lambda position: slot.info(
+        f"Busy: {app_logic.HEAVY_WORK.running} job(s) running. {what} is number {position} in line and starts "
+        f"automatically (up to {app_logic.HEAVY_WORK.wait_s:.0f} s).",
+        icon=":material/hourglass_top:",
+    )
 
 
 # ----------------------------------------------------------------------------- UI pieces
@@ -107,7 +133,9 @@ def sidebar_ui(info: dict) -> None:
         accuracy, f1 = sidebar.columns(2)
         accuracy.metric("Accuracy", percent(scores.get("accuracy")))
         f1.metric("F1", percent(scores.get("f1")))
-    if not shown:
+    if not shown and metrics_unreadable(info["adapter"]):
+        sidebar.caption("Recorded metrics are unavailable: the adapter's metrics.json could not be read.")
+    elif not shown:
         sidebar.caption("No metrics were recorded with this adapter.")
 
 
@@ -149,6 +177,7 @@ def review_ui() -> str:
         "Movie review",
         key=REVIEW_KEY,
         height=180,
+        max_chars=MAX_TYPED_CHARS,
         placeholder="Type or paste a movie review, then press Ctrl+Enter or click Predict.",
     )
     left, right = st.columns([3, 1])
@@ -179,18 +208,31 @@ def explain_ui(predictor: Predictor, text: str) -> None:
         if not slot.button("Why? Explain this prediction", icon=":material/lightbulb:", key="explain"):
             return
         slot.empty()  # the button goes once its explanation is on its way
-        with st.spinner(
-            f"Weighing each word (Integrated Gradients: {DEFAULT_STEPS} passes through the model, up to a minute on a CPU)…"
-        ):
-            started = time.perf_counter()
-            try:
-                explanation = predictor.explain(text, n_steps=DEFAULT_STEPS)
-            except ImportError as error:  # captum missing: an install problem, not a crash
-                st.error(
-                    f"Explanations need the `{error.name or 'captum'}` package: `pip install -r requirements.txt`."
-                )
-                return
-            stored = (text, explanation, time.perf_counter() - started)
+        notice = st.empty()
+        try:
+            with app_logic.HEAVY_WORK.slot("your explanation", on_wait=queue_notice(notice, "Your explanation")):
+                notice.empty()
+                with st.spinner(
+                    f"Weighing each word (Integrated Gradients: {DEFAULT_STEPS} passes through the model, up to a minute on a CPU)…"
+                ):
+                    started = time.perf_counter()
+                    explanation = predictor.explain(text, n_steps=DEFAULT_STEPS)
+        except Busy as error:
+            notice.warning(str(error), icon=":material/hourglass_disabled:")
+            return
+        except ImportError as error:  # captum missing: an install problem, not a crash
+            notice.error(
+                f"Explanations need the `{error.name or 'captum'}` package: `pip install -r requirements.txt`."
+            )
+            return
+        except Exception as error:  # the prediction above stands; the explanation alone failed
+            log_unexpected("explanation", error)
+            notice.error(
+                f"The explanation failed ({type(error).__name__}); the details are in the server's log. "
+                "The prediction above stands."
+            )
+            return
+        stored = (text, explanation, time.perf_counter() - started)
         st.session_state[EXPLANATION_KEY] = stored
     _, explanation, elapsed_s = stored
     negative_label, positive_label = predictor.labels
@@ -217,13 +259,15 @@ def explain_ui(predictor: Predictor, text: str) -> None:
     )
 
 
-def single_review_ui(predictor: Predictor, threshold: float) -> None:
+def single_review_ui(predictor: Predictor | None, threshold: float) -> None:
     examples_ui()
     text, was_truncated = cap_review(review_ui())
     if was_truncated:
         st.warning(
             f"Your review is longer than {MAX_REVIEW_CHARS:,} characters; its first and last {MAX_REVIEW_CHARS // 2:,} were used."
         )
+    if predictor is None:  # still loading: the box is usable, the prediction comes once the model is ready
+        return
     try:
         started = time.perf_counter()
         prediction = predictor.predict_one(text)
@@ -248,9 +292,8 @@ def upload_ui() -> tuple[str, bytes, str] | None:
     return upload.name, upload.getvalue(), upload.file_id
 
 
-def column_ui(frame: pd.DataFrame, name: str):
+def column_ui(frame: pd.DataFrame, name: str, candidates: list, guess):
     """The column holding the reviews, chosen by the user among the text columns; None if there is none."""
-    candidates = text_columns(frame)
     if not candidates:
         columns = ", ".join(map(str, frame.columns))
         st.error(f"{name} has no column of text (columns: {columns}). Upload a file with the reviews in one column.")
@@ -258,7 +301,7 @@ def column_ui(frame: pd.DataFrame, name: str):
     return st.selectbox(
         "Column holding the reviews",
         candidates,
-        index=candidates.index(guess_text_column(frame, candidates)),
+        index=candidates.index(guess),
         format_func=str,
         key="text_column",
     )
@@ -329,7 +372,8 @@ def batch_results_ui(stored: dict, labels: tuple[str, ...], threshold: float) ->
     )
     st.download_button(
         "Download the results (CSV)",
-        data=results.to_csv(index=False).encode("utf-8"),
+        # Cells starting with =, +, -, @, tab or CR are quoted: a spreadsheet would run them as formulas.
+        data=spreadsheet_safe(results).to_csv(index=False).encode("utf-8"),
         file_name=download_name(stored["name"]),
         mime="text/csv",
         icon=":material/download:",
@@ -338,16 +382,29 @@ def batch_results_ui(stored: dict, labels: tuple[str, ...], threshold: float) ->
     )
 
 
-def parsed_upload(name: str, data: bytes, upload_id: str) -> pd.DataFrame:
-    """read_upload's frame, parsed once per uploaded file and session rather than on every rerun."""
+def parsed_upload(name: str, data: bytes, upload_id: str) -> tuple[pd.DataFrame, list, object]:
+    """read_upload's frame, its text columns and the guessed review column: worked out once per uploaded file
+    (its content's hash) and session, not on every rerun (a wide file made every click take seconds)."""
     cached = st.session_state.get(UPLOAD_KEY)
     if cached is None or cached[0] != upload_id:
-        cached = (upload_id, read_upload(name, data))
+        digest = upload_digest(data)
+        if cached is None or cached[1] != digest:
+            frame = read_upload(name, data)
+            candidates = text_columns(frame)
+            cached = (
+                upload_id,
+                digest,
+                frame,
+                candidates,
+                guess_text_column(frame, candidates) if candidates else None,
+            )
+        else:
+            cached = (upload_id, *cached[1:])
         st.session_state[UPLOAD_KEY] = cached
-    return cached[1]
+    return cached[2], cached[3], cached[4]
 
 
-def batch_ui(predictor: Predictor, threshold: float) -> None:
+def batch_ui(predictor: Predictor | None, threshold: float) -> None:
     """Upload a file, pick its text column, score it with a progress bar, see and download the results."""
     upload = upload_ui()
     if upload is None:
@@ -357,27 +414,40 @@ def batch_ui(predictor: Predictor, threshold: float) -> None:
         return
     name, data, upload_id = upload
     try:
-        frame = parsed_upload(name, data, upload_id)
+        frame, candidates, guess = parsed_upload(name, data, upload_id)
     except DataError as error:
         st.error(str(error))
         return
-    column = column_ui(frame, name)
+    column = column_ui(frame, name, candidates, guess)
     if column is None:
         return
     key = (upload_id, column)
+    if predictor is None:
+        st.button(f"Score {len(frame):,} reviews", icon=":material/play_arrow:", key="score", disabled=True)
+        st.caption("Scoring starts once the model has loaded.")
+        return
     if st.button(f"Score {len(frame):,} reviews", type="primary", icon=":material/play_arrow:", key="score"):
         frame = read_upload(name, data, text_column=column)  # the chosen column read as text, as the CLI does
         texts = frame[column].tolist()
         if not any(text.strip() for text in texts):
             st.error(f"Every row of '{column}' is empty; choose the column holding the reviews.")
             return
-        bar = st.progress(0.0, text="Scoring…")
-        started = time.perf_counter()
-        rows = score_texts(
-            predictor,
-            texts,
-            on_progress=lambda done, total: bar.progress(done / total, text=f"Scored {done:,} of {total:,} reviews"),
-        )
+        notice = st.empty()
+        try:
+            with app_logic.HEAVY_WORK.slot("your file", on_wait=queue_notice(notice, "Your file")):
+                notice.empty()
+                bar = st.progress(0.0, text="Scoring…")
+                started = time.perf_counter()
+                rows = score_texts(
+                    predictor,
+                    texts,
+                    on_progress=lambda done, total: bar.progress(
+                        done / total, text=f"Scored {done:,} of {total:,} reviews"
+                    ),
+                )
+        except Busy as error:
+            notice.warning(str(error), icon=":material/hourglass_disabled:")
+            return
         st.session_state[BATCH_KEY] = {
             "key": key,
             "name": name,
@@ -394,25 +464,51 @@ def batch_ui(predictor: Predictor, threshold: float) -> None:
 
 def main() -> None:
     st.set_page_config(page_title="Movie review sentiment", page_icon=":material/movie:")
+    try:
+        page()
+    except Exception as error:  # the one top-level catch: a line for the visitor, the traceback in the server's log
+        log_unexpected("app", error)
+        st.error(
+            f"Something unexpected went wrong ({type(error).__name__}); it has been logged on the server. "
+            "Reload the page to try again."
+        )
+
+
+def page() -> None:
     st.title(":material/movie: Movie review sentiment")
     st.write(
         "Paste a movie review, or upload a file of them, and a LoRA-tuned transformer tells you whether each is positive or negative."
     )
-
-    try:
-        predictor = load_predictor(model_dir_from_env())
-    except ModelLoadError as error:
-        st.error(f"The model could not be loaded. {error}")
+    loader = model_loader(model_dir_from_env())
+    if not st.session_state.pop(POLL_KEY, False):  # a visit or a click, not a poll: a failed load is tried again
+        loader.retry()
+    if loader.state == "failed":
+        if isinstance(loader.error, ModelLoadError):
+            st.error(f"The model could not be loaded. {loader.error}")
+        else:
+            log_unexpected("model loading", loader.error)
+            st.error(
+                f"The model could not be loaded ({type(loader.error).__name__}); the details are in the server's log."
+            )
         st.stop()
-    info = predictor.info()
-    sidebar_ui(info)
-    threshold = threshold_ui(info.get("temperature", 1.0))
+    predictor = loader.predictor
+    if predictor is None:
+        st.info(LOADING_MESSAGE, icon=":material/hourglass_top:")  # the page's "not ready yet" state
+        threshold = threshold_ui(1.0)
+    else:
+        info = predictor.info()
+        sidebar_ui(info)  # "Running on …" in the sidebar: the page's "ready" state
+        threshold = threshold_ui(info.get("temperature", 1.0))
 
     one, many = st.tabs([":material/edit_note: One review", ":material/upload_file: Many reviews (file)"])
     with one:
         single_review_ui(predictor, threshold)
     with many:
         batch_ui(predictor, threshold)
+    if predictor is None:  # poll: rerun once the model is ready (or every LOAD_POLL_S), keeping what was typed
+        loader.wait(LOAD_POLL_S)
+        st.session_state[POLL_KEY] = True
+        st.rerun()
 
 
 if __name__ == "__main__":

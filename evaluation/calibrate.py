@@ -20,6 +20,7 @@ from pathlib import Path
 from evaluation.metrics import calibration_record
 from inference import options
 from inference.predictor import Predictor
+from training import failures
 from training.data import DataError, load_train_validation
 from training.model import (
     CALIBRATION_FILE,
@@ -122,5 +123,11 @@ def cli(argv: list[str] | None = None) -> int:
     return 0
 
 
+def run(argv: list[str] | None = None) -> int:
+    """The command's entry point (console script and `python evaluation/calibrate.py`): cli(), with anything unexpected turned
+    into one line and a log file holding the traceback (training/failures.py)."""
+    return failures.guard("calibrate", cli, argv)
+
+
 if __name__ == "__main__":
-    sys.exit(cli())
+    sys.exit(run())

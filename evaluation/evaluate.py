@@ -14,7 +14,6 @@ metrics.json, which the app shows.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -24,6 +23,7 @@ import numpy as np
 from evaluation.metrics import classification_metrics, reliability_bins, softmax
 from inference import options
 from inference.predictor import Predictor
+from training import failures, storage
 from training.data import DataError, load_split, stratified_subset
 from training.model import METRICS_FILE, ModelLoadError, read_metrics
 from training.paths import RESULTS_DIR
@@ -91,7 +91,7 @@ def main(args: argparse.Namespace) -> dict:
     report["plots"] = write_plots(
         labels, probabilities, metrics, report["calibration"], predictor.labels, args.output_dir
     )
-    (args.output_dir / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    storage.write_json(args.output_dir / "report.json", report)
     if args.record:
         record_test_metrics(args.model, metrics, report["data"])
     return report
@@ -101,7 +101,7 @@ def record_test_metrics(model_dir: Path, metrics: dict, data: dict) -> None:
     """Keep the adapter's test figures beside its validation figures, where the app and tests read them."""
     recorded = read_metrics(model_dir)
     recorded["test"] = {**metrics, "data": data}
-    (Path(model_dir) / METRICS_FILE).write_text(json.dumps(recorded, indent=2) + "\n")
+    storage.write_json(Path(model_dir) / METRICS_FILE, recorded)  # atomic: the app reads it on every rerun
 
 
 def calibration_before_after(labels, logits, temperature: float) -> dict:
@@ -155,7 +155,7 @@ def write_plots(labels, probabilities, metrics, calibration, label_names, folder
         title=f"Confusion matrix (accuracy {metrics['accuracy']:.2%})",
     )
     figure.tight_layout()
-    figure.savefig(paths["confusion_matrix"], dpi=120)
+    save_figure(figure, paths["confusion_matrix"])
     plt.close(figure)
 
     figure, axis = plt.subplots(figsize=(4.5, 4))
@@ -166,7 +166,7 @@ def write_plots(labels, probabilities, metrics, calibration, label_names, folder
     axis.set(xlabel="false positive rate", ylabel="true positive rate", title="ROC curve")
     axis.legend(loc="lower right")
     figure.tight_layout()
-    figure.savefig(paths["roc_curve"], dpi=120)
+    save_figure(figure, paths["roc_curve"])
     plt.close(figure)
 
     plot_reliability(calibration, paths["reliability_diagram"])
@@ -212,8 +212,17 @@ def plot_reliability(calibration: dict, path: Path) -> None:
     axes[0].legend(loc="upper left", fontsize=7, framealpha=0.9)
     axes[0].set_ylabel("accuracy")
     figure.tight_layout()
-    figure.savefig(path, dpi=120)
+    save_figure(figure, path)
     plt.close(figure)
+
+
+def save_figure(figure, path: Path) -> None:
+    """A PNG written atomically (rendered in memory, then storage.write_bytes)."""
+    import io
+
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=120)
+    storage.write_bytes(path, buffer.getvalue())
 
 
 def cli(argv: list[str] | None = None) -> int:
@@ -236,5 +245,11 @@ def cli(argv: list[str] | None = None) -> int:
     return 0
 
 
+def run(argv: list[str] | None = None) -> int:
+    """The command's entry point (console script and `python evaluation/evaluate.py`): cli(), with anything unexpected turned
+    into one line and a log file holding the traceback (training/failures.py)."""
+    return failures.guard("evaluate", cli, argv)
+
+
 if __name__ == "__main__":
-    sys.exit(cli())
+    sys.exit(run())

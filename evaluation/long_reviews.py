@@ -13,7 +13,6 @@ stratified sample of the qualifying reviews instead of all of them.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -24,6 +23,7 @@ from evaluation.metrics import classification_metrics, softmax
 from inference import options
 from inference.options import positive_int
 from inference.predictor import LONG_REVIEW_MODES, Predictor
+from training import failures, storage
 from training.data import DataError, encode_windows, load_split, stratified_subset
 from training.model import ModelLoadError
 from training.paths import RESULTS_DIR
@@ -114,7 +114,7 @@ def main(args: argparse.Namespace) -> dict:
         }
     report["paired"] = paired_comparison(labels, modes["truncate"]["logits"], modes["sliding"]["logits"])
     args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(report, indent=2) + "\n")
+    storage.write_json(args.output, report)
     return report
 
 
@@ -191,5 +191,11 @@ def cli(argv: list[str] | None = None) -> int:
     return 0
 
 
+def run(argv: list[str] | None = None) -> int:
+    """The command's entry point (console script and `python evaluation/long_reviews.py`): cli(), with anything unexpected turned
+    into one line and a log file holding the traceback (training/failures.py)."""
+    return failures.guard("long_reviews", cli, argv)
+
+
 if __name__ == "__main__":
-    sys.exit(cli())
+    sys.exit(run())

@@ -6,22 +6,29 @@ scripts use it directly.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import html
 import os
 import re
 import tempfile
-from collections.abc import Callable
+import threading
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from inference.predict import Prediction, Predictor, predict_table
-from training.data import DataError, read_table
+from training.data import DataError, ReadLimits, cut_middle, read_table
 from training.paths import DEFAULT_MODEL_DIR, PROJECT_ROOT
 
 MODEL_DIR_ENV = "SENTIMENT_MODEL_DIR"
 MAX_REVIEW_CHARS = 20_000  # far beyond what the model reads (its max_length tokens); keeps tokenizing instant
+# What the review box accepts at all (its max_chars; Streamlit also cuts a longer value on the server, so a
+# hostile client cannot send more). Above MAX_REVIEW_CHARS, so a pasted long review is cut with a notice.
+MAX_TYPED_CHARS = 50_000
 # Below this (temperature-calibrated) confidence a verdict is shown as "uncertain": below it the shipped
 # adapter is barely better than a coin on its validation split (figures: docs/app.md).
 DEFAULT_UNCERTAIN_BELOW = 0.75
@@ -32,9 +39,28 @@ UNCERTAIN = "UNCERTAIN"
 MAX_UPLOAD_MB = 10
 MAX_BATCH_ROWS = 5_000  # minutes on a CPU, seconds on a GPU (docs/speed.md); more: the command line
 UPLOAD_TYPES = ("csv", "txt", "jsonl", "parquet")
+MAX_COLUMNS = 200  # a file of reviews has a handful; 80,000 columns made every rerun take seconds
+# What an upload may decode to: Parquet compresses, and one dictionary-encoded value can repeat on every row
+# (a 298-byte file decoded to 100 MiB). Checked from the file's metadata before anything is decoded.
+MAX_DECODED_MB = 4 * MAX_UPLOAD_MB
+# Keep server.maxMessageSize in .streamlit/config.toml at this (a test checks): the largest websocket message
+# the server accepts (a typed review, widget values) or sends (an upload's results table).
+MAX_MESSAGE_MB = 3 * MAX_UPLOAD_MB
 SCORE_CHUNK = 64  # reviews per progress-bar step
 BATCH_SIZE = 32
 CLI_HINT = "python inference/predict.py --file reviews.csv --output predictions.csv"
+UPLOAD_LIMITS = ReadLimits(
+    max_rows=MAX_BATCH_ROWS,
+    max_columns=MAX_COLUMNS,
+    max_bytes=MAX_DECODED_MB * 2**20,
+    max_cell_chars=MAX_REVIEW_CHARS,
+    hint=f"Split the file, or score it from the command line: `{CLI_HINT}`",
+)
+
+# Heavy work (an explanation, scoring a file) holds a CPU for up to minutes and 1-2 GB: at most this many run
+# at once, across all sessions; others wait in line up to HEAVY_WAIT_S, then are asked to retry.
+HEAVY_SLOTS_ENV = "SENTIMENT_HEAVY_SLOTS"
+HEAVY_WAIT_ENV = "SENTIMENT_HEAVY_WAIT_S"
 
 # Explanation colours: word backgrounds at most this opaque, so the text stays readable on them.
 POSITIVE_RGB = (22, 163, 74)
@@ -75,8 +101,7 @@ def cap_review(text: str, max_chars: int = MAX_REVIEW_CHARS) -> tuple[str, bool]
     The middle goes, not the end: the model reads a long review's beginning and end (head+tail)."""
     if len(text) <= max_chars:
         return text, False
-    head = max_chars // 2
-    return text[:head] + text[len(text) - (max_chars - head) :], True
+    return cut_middle(text, max_chars), True
 
 
 def is_uncertain(confidence: float, threshold: float) -> bool:
@@ -197,9 +222,9 @@ def read_upload(name: str, data: bytes, text_column: str | None = None) -> pd.Da
         raise DataError(f"{name} is {len(data) / 2**20:.1f} MB; the app reads files of up to {MAX_UPLOAD_MB} MB.")
     with tempfile.TemporaryDirectory(prefix="sentiment_upload_") as folder:
         path = Path(folder) / f"upload{suffix}"
-        path.write_bytes(data)
+        path.write_bytes(data)  # a private temporary copy, not a user's file
         try:
-            frame = read_table(path, text_column=text_column)
+            frame = read_table(path, text_column=text_column, limits=UPLOAD_LIMITS)
         except DataError as error:
             raise DataError(str(error).replace(str(path), name)) from error
     if len(frame) == 0:
@@ -219,6 +244,11 @@ def text_columns(frame: pd.DataFrame) -> list:
         for column in frame.columns
         if frame[column].map(lambda value: isinstance(value, str) and value.strip() != "").any()
     ]
+
+
+def upload_digest(data: bytes) -> str:
+    """A name for an upload's content: the same file uploaded again is recognised, whatever its name."""
+    return hashlib.sha256(data).hexdigest()
 
 
 def guess_text_column(frame: pd.DataFrame, candidates: list):
@@ -305,3 +335,139 @@ def download_name(upload_name: str) -> str:
     """A safe file name for the results: the upload's stem (letters, digits, - and _ only) + _predictions.csv."""
     stem = re.sub(r"[^A-Za-z0-9_-]+", "_", Path(upload_name).stem).strip("_") or "reviews"
     return f"{stem[:60]}_predictions.csv"
+
+
+# ----------------------------------------------------------------------------- shared by every session
+
+
+class Busy(RuntimeError):
+    """No slot for heavy work came free in time; the message says so and asks to retry."""
+
+    def __init__(self, position: int, waited_s: float, what: str):
+        super().__init__(
+            f"The server is busy: {what} waited {waited_s:.0f} s in line (position {position}) without a free slot. "
+            "Try again in a minute."
+        )
+        self.position = position
+
+
+class WorkQueue:
+    """At most `slots` heavy jobs at once across every session; the others wait in arrival order.
+
+    A waiter hears its position (1 = next) through `on_wait` about every `poll_s`, and gives up with Busy after
+    `wait_s`: never an endless hang. One instance per server process (HEAVY_WORK), shared by all sessions.
+    """
+
+    def __init__(self, slots: int = 1, wait_s: float = 30.0, poll_s: float = 0.5):
+        if slots < 1:
+            raise ValueError(f"a work queue needs at least one slot, not {slots}")
+        self.slots, self.wait_s, self.poll_s = slots, wait_s, poll_s
+        self._condition = threading.Condition()
+        self._running = 0
+        self._line: list[object] = []
+
+    @property
+    def running(self) -> int:
+        return self._running
+
+    @property
+    def waiting(self) -> int:
+        return len(self._line)
+
+    @contextlib.contextmanager
+    def slot(self, what: str = "this job", on_wait: Callable[[int], None] | None = None) -> Iterator[None]:
+        ticket = object()
+        started = time.monotonic()
+        with self._condition:
+            self._line.append(ticket)
+        try:
+            while True:
+                with self._condition:
+                    if self._running < self.slots and self._line[0] is ticket:
+                        self._line.pop(0)
+                        self._running += 1
+                        self._condition.notify_all()
+                        break
+                    position = self._line.index(ticket) + 1
+                    waited = time.monotonic() - started
+                    if waited >= self.wait_s:
+                        raise Busy(position, waited, what)
+                    self._condition.wait(min(self.poll_s, self.wait_s - waited))
+                if on_wait is not None:  # outside the lock: it may draw on the page
+                    on_wait(position)
+        except BaseException:
+            with self._condition:
+                if ticket in self._line:
+                    self._line.remove(ticket)
+                self._condition.notify_all()
+            raise
+        try:
+            yield
+        finally:
+            with self._condition:
+                self._running -= 1
+                self._condition.notify_all()
+
+
+def heavy_work_queue() -> WorkQueue:
+    """The queue from the environment: $SENTIMENT_HEAVY_SLOTS jobs at once (default 1: one CPU-bound job
+    already uses every core), waiting up to $SENTIMENT_HEAVY_WAIT_S seconds (default 30)."""
+    slots = int(os.environ.get(HEAVY_SLOTS_ENV) or 1)
+    wait_s = float(os.environ.get(HEAVY_WAIT_ENV) or 30)
+    return WorkQueue(max(slots, 1), max(wait_s, 0.0))
+
+
+HEAVY_WORK = heavy_work_queue()
+
+
+class ModelLoader:
+    """Loads a Predictor in a background thread, so the page can be drawn and used while the model loads.
+
+    `state` is "loading", "ready" or "failed"; `retry()` starts a new attempt after a failure (a fix on disk).
+    """
+
+    def __init__(self, model_dir: str, load: Callable[[str], Predictor] | None = None):
+        self.model_dir = model_dir
+        self._load = load or Predictor.from_pretrained
+        self._lock = threading.Lock()
+        self.predictor: Predictor | None = None
+        self.error: BaseException | None = None
+        self.started = self.finished = 0.0
+        self._thread: threading.Thread | None = None
+        self.start()
+
+    def start(self) -> None:
+        with self._lock:
+            if self._thread is not None and self._thread.is_alive():
+                return
+            self.error, self.started, self.finished = None, time.monotonic(), 0.0
+            self._thread = threading.Thread(target=self._run, name="model-loader", daemon=True)
+            self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            predictor = self._load(self.model_dir)
+        except BaseException as error:  # kept and shown by the page; an unexpected one is logged there
+            self.error = error
+        else:
+            self.predictor = predictor
+        self.finished = time.monotonic()
+
+    @property
+    def state(self) -> str:
+        if self.predictor is not None:
+            return "ready"
+        if self.error is not None and self._thread is not None and not self._thread.is_alive():
+            return "failed"
+        return "loading"
+
+    def wait(self, timeout_s: float) -> str:
+        """The state after at most `timeout_s` seconds of waiting for the load to finish."""
+        thread = self._thread
+        if thread is not None:
+            thread.join(timeout_s)
+        return self.state
+
+    def retry(self) -> None:
+        if self.state == "failed":
+            self.start()

@@ -30,7 +30,8 @@ from inference.predictor import (  # noqa: F401
     predict_table,
     resolve_precision,
 )
-from training.data import DataError, read_table
+from training import failures, storage
+from training.data import NO_LIMITS, DataError, ReadLimits, read_table, spreadsheet_safe
 from training.model import ModelLoadError
 from training.paths import DEFAULT_MODEL_DIR, PROJECT_ROOT  # noqa: F401 (re-exported: app.py imports them from here)
 
@@ -47,10 +48,18 @@ def read_stdin() -> str:
 
 
 def write_predictions(frame, path: Path) -> None:
-    if path.suffix.lower() == ".csv":
-        frame.to_csv(path, index=False)
-    else:
-        frame.to_json(path, orient="records", lines=True, force_ascii=False)
+    """--output, written atomically. CSV cells that a spreadsheet would run as a formula are quoted
+    (spreadsheet_safe); JSON lines are written as they are. A write that fails is one DataError line."""
+    try:
+        with storage.atomic_writer(path) as file:
+            if path.suffix.lower() == ".csv":
+                spreadsheet_safe(frame).to_csv(file, index=False)
+            else:
+                frame.to_json(file, orient="records", lines=True, force_ascii=False)
+    except OSError as error:
+        raise DataError(
+            f"Could not write --output {path}: {error.strerror or error}. Choose a folder you can write to."
+        ) from error
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -61,6 +70,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--text-column", default="text", help="Column holding the reviews in --file (default: %(default)s)."
+    )
+    limits = ReadLimits()
+    parser.add_argument(
+        "--trust-large-files",
+        action="store_true",
+        help=f"Read --file whatever its size. Default: at most {limits.max_rows:,} rows, {limits.max_columns:,} columns "
+        f"and {limits.max_bytes // 2**20} MB (Parquet: decoded, checked from its metadata before decoding), cells cut "
+        f"to {limits.max_cell_chars:,} characters; a small Parquet file can decode to gigabytes.",
     )
     parser.add_argument(
         "--output",
@@ -108,7 +125,8 @@ def main(args: argparse.Namespace) -> list[dict]:
     if launch is not None and (args.file is None or args.output is None):
         raise DataError("Under accelerate launch each process scores a share of a file: give --file and --output.")
     if args.file is not None:
-        frame = read_table(args.file, text_column=args.text_column)
+        limits = NO_LIMITS if getattr(args, "trust_large_files", False) else ReadLimits()
+        frame = read_table(args.file, text_column=args.text_column, limits=limits)
         texts = frame[args.text_column].tolist()
     else:
         texts = args.texts or [line for line in read_stdin().splitlines() if line.strip()]
@@ -174,5 +192,11 @@ def cli(argv: list[str] | None = None) -> int:
     return 0
 
 
+def run(argv: list[str] | None = None) -> int:
+    """The command's entry point (console script and `python inference/predict.py`): cli(), with anything unexpected turned
+    into one line and a log file holding the traceback (training/failures.py)."""
+    return failures.guard("predict", cli, argv)
+
+
 if __name__ == "__main__":
-    sys.exit(cli())
+    sys.exit(run())

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import platform
 import sys
@@ -43,6 +42,7 @@ import numpy as np
 import psutil
 
 from inference.app_server import HOST, health_check, start_app
+from training import storage
 from training.paths import PROJECT_ROOT, RESULTS_DIR
 
 LIMITS = {"sessions": 50, "predictions": 20, "rounds": 10}
@@ -184,12 +184,17 @@ class Session:
             elif kind == "script_finished":
                 return time.perf_counter() - started, elements
 
-    async def open_page(self) -> None:
+    async def open_page(self) -> bool:
+        """Run the page once; whether the model was ready (the sidebar's "Running on …", the page's ready state)."""
         _, elements = await self.run_page()
         boxes = [element.text_area.id for element in elements if element.WhichOneof("type") == "text_area"]
         if not boxes:
             raise RuntimeError(f"no text box on the page; it showed: {describe(elements)}")
         self.review_box_id = boxes[0]
+        return any(
+            element.WhichOneof("type") == "alert" and element.alert.body.startswith("Running on")
+            for element in elements
+        )
 
     async def predict(self, review: str) -> tuple[float, str]:
         """Submit a review; returns (seconds until the page finished, the label shown)."""
@@ -377,11 +382,14 @@ def settled(process: psutil.Process, port: int, seconds: float) -> int:
 
 
 async def first_page(port: int) -> float:
-    """Seconds for the first session's page: the model loads here, once per server."""
+    """Seconds until a session's page says the model is ready (it loads in the background, once per server;
+    the page is drawn at once and polls meanwhile, so a fresh session is opened until it shows "Running on")."""
     started = time.perf_counter()
-    async with Session(port) as session:
-        await session.open_page()
-    return time.perf_counter() - started
+    while True:
+        async with Session(port) as session:
+            if await session.open_page():
+                return time.perf_counter() - started
+        await asyncio.sleep(0.5)
 
 
 def _cpu_name() -> str:
@@ -398,7 +406,7 @@ def cli(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     report = main(args)
     args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(report, indent=2) + "\n")
+    storage.write_json(args.output, report)
     predictions, checks, memory = report["predictions"], report["health_checks"], report["memory"]
     print(
         f"{args.sessions} sessions x {args.predictions} predictions x {args.rounds} rounds on {report['machine']['cpu']} "

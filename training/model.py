@@ -20,6 +20,8 @@ from urllib.parse import urlparse
 
 import torch
 
+from training import storage
+
 LABELS = ("NEGATIVE", "POSITIVE")
 ID2LABEL = dict(enumerate(LABELS))
 LABEL2ID = {label: index for index, label in ID2LABEL.items()}
@@ -80,7 +82,7 @@ class SentimentConfig:
     def save(self, folder: Path) -> None:
         data = dataclasses.asdict(self)
         data["labels"] = list(self.labels)
-        (folder / SENTIMENT_CONFIG_FILE).write_text(json.dumps(data, indent=2) + "\n")
+        storage.write_json(folder / SENTIMENT_CONFIG_FILE, data)
 
     @classmethod
     def load(cls, folder: Path) -> SentimentConfig:
@@ -281,13 +283,26 @@ def save_adapter(model, tokenizer, folder: Path, config: SentimentConfig, metric
     tokenizer.save_pretrained(folder)
     config.save(folder)
     if metrics is not None:
-        (folder / METRICS_FILE).write_text(json.dumps(metrics, indent=2) + "\n")
+        storage.write_json(folder / METRICS_FILE, metrics)
+    storage.fsync_tree(folder)  # save_pretrained writes its own files: make them durable before publishing
 
 
 def read_metrics(folder: Path) -> dict:
-    """The metrics recorded with an adapter ({} when there are none)."""
+    """The metrics recorded with an adapter ({} when there are none, or when the file cannot be read).
+
+    Metrics are only shown, never used to predict, so an unreadable file (half-written by an older
+    version, hand-edited) must not stop the model from serving: the app then says they are unavailable."""
     path = Path(folder) / METRICS_FILE
-    return json.loads(path.read_text()) if path.exists() else {}
+    try:
+        metrics = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return metrics if isinstance(metrics, dict) else {}
+
+
+def metrics_unreadable(folder: Path) -> bool:
+    """Whether the adapter has a metrics file that read_metrics could not read."""
+    return (Path(folder) / METRICS_FILE).exists() and not read_metrics(folder)
 
 
 def read_calibration(folder: Path) -> dict:
@@ -306,7 +321,7 @@ def read_calibration(folder: Path) -> dict:
 
 
 def write_calibration(folder: Path, calibration: dict) -> None:
-    (Path(folder) / CALIBRATION_FILE).write_text(json.dumps(calibration, indent=2) + "\n")
+    storage.write_json(Path(folder) / CALIBRATION_FILE, calibration)
 
 
 def check_adapter_folder(folder: Path, trust_pickle: bool = False) -> None:
@@ -316,13 +331,13 @@ def check_adapter_folder(folder: Path, trust_pickle: bool = False) -> None:
     """
     fix = f"Train one with: python training/train.py --output-dir {folder}  (or restore the shipped one: git checkout -- trained_model)"
     if not folder.is_dir():
-        # train.py publishes by renaming the old adapter aside, then the new one in: a kill between the
-        # two renames leaves the old adapter whole beside the folder (see publish_adapter).
-        retired = sorted(folder.parent.glob(f".{folder.name}.old-*")) if folder.name else []
+        # train.py publishes by renaming the old adapter aside, then the new one in: a kill or a power cut
+        # between the two renames leaves the old adapter whole beside the folder (storage.publish_folder).
+        retired = storage.interrupted_publishes(folder)
         if retired:
             raise ModelLoadError(
                 f"No adapter folder at {folder}, but a publish was interrupted and the previous adapter is intact at "
-                f"{retired[-1]}. Restore it with: mv '{retired[-1]}' '{folder}'"
+                f"{retired[0]}. Restore it with: mv '{retired[0]}' '{folder}'"
             )
         raise ModelLoadError(f"No adapter folder at {folder}. {fix}")
     if not (folder / ADAPTER_WEIGHTS_FILE).exists():

@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 
 from evaluation.metrics import calibration_record, classification_metrics, softmax
-from training import data
+from training import data, failures, storage
 from training.data import TRUNCATION_STRATEGIES
 from training.model import (
     DEFAULT_BASE_MODEL,
@@ -393,15 +393,9 @@ def compute_metrics(prediction) -> dict:
 
 
 def publish_adapter(staged: Path, destination: Path) -> None:
-    """Swap a complete adapter folder into place; the old one is removed only after the swap."""
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    retired = None
-    if destination.exists():
-        retired = destination.with_name(f".{destination.name}.old-{os.getpid()}")
-        destination.rename(retired)
-    staged.rename(destination)
-    if retired is not None:
-        shutil.rmtree(retired)
+    """Swap a complete adapter folder into place, power-cut safe; the old one is removed only after the swap
+    is on disk, and on failure the staged adapter is kept (storage.publish_folder)."""
+    storage.publish_folder(staged, destination)
 
 
 def load_data(config: TrainConfig):
@@ -536,16 +530,17 @@ def write_outputs(model, tokenizer, config: TrainConfig, summary: dict) -> None:
     }
     output = Path(config.output_dir).resolve()
     output.parent.mkdir(parents=True, exist_ok=True)
-    staged = Path(tempfile.mkdtemp(prefix=f".{output.name}.new-", dir=output.parent))
+    staged = Path(tempfile.mkdtemp(prefix=f".{output.name}{storage.STAGED_MARK}", dir=output.parent))
     try:
         save_adapter(model, tokenizer, staged, sentiment_config, metrics)
         write_calibration(staged, summary["calibration"])  # staged with the adapter: published together
-        publish_adapter(staged, output)
-    finally:
-        shutil.rmtree(staged, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(staged, ignore_errors=True)  # incomplete: nothing worth keeping
+        raise
+    publish_adapter(staged, output)  # on failure the complete staged adapter is kept, and the error names it
     results_dir = Path(config.results_dir)
     results_dir.mkdir(parents=True, exist_ok=True)
-    (results_dir / "train_results.json").write_text(json.dumps(summary, indent=2) + "\n")
+    storage.write_json(results_dir / "train_results.json", summary)
 
 
 def _last_checkpoint(results_dir: Path) -> str | None:
@@ -570,7 +565,7 @@ def _tensorboard_available() -> bool:
 def cli(argv: list[str] | None = None) -> int:
     try:
         summary = main(parse_args(argv))
-    except (data.DataError, ModelLoadError) as error:
+    except (data.DataError, ModelLoadError, storage.PublishError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     validation = summary["validation"]
@@ -586,5 +581,11 @@ def cli(argv: list[str] | None = None) -> int:
     return 0
 
 
+def run(argv: list[str] | None = None) -> int:
+    """The command's entry point (console script and `python training/train.py`): cli(), with anything unexpected turned
+    into one line and a log file holding the traceback (training/failures.py)."""
+    return failures.guard("train", cli, argv)
+
+
 if __name__ == "__main__":
-    sys.exit(cli())
+    sys.exit(run())
