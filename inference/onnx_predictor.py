@@ -248,11 +248,13 @@ class OnnxPredictor:
         precision: str = "auto",
         calibrated: bool = True,
         long_reviews: str = "truncate",
+        trust_pickle: bool = False,
         threads: int | None = None,
     ) -> OnnxPredictor:
-        """Load an export. `device` and `precision` take the Predictor's values the export can honour
-        (the CPU, fp32), so a command line can pass its flags through. `threads`: onnxruntime's intra-op
-        threads (None: its default, one per physical core)."""
+        """Load an export. Takes the Predictor's arguments so a command line can pass its flags through:
+        `device` and `precision` only as far as an export honours them (the CPU, fp32); `trust_pickle` is
+        ignored (an export holds no pickle). `threads`: onnxruntime's intra-op threads (None: its default,
+        one per physical core)."""
         import onnxruntime
 
         folder = Path(folder)
