@@ -17,6 +17,13 @@ Parts (none named: all of them; GPU parts are recorded as skipped on a machine w
                    bf16, SDPA attention, dynamic padding, length-grouped batches against the tutorial setup
                    (fp32, eager attention, every batch padded to 512, random batches)
   --gpu-inference  Predictor reviews/s on the GPU (bf16) at max length 512 against the pipeline
+  --onnx           the adapter exported by inference/export.py, served by onnxruntime (OnnxPredictor), against
+                   the PyTorch fp32 Predictor on the same reviews and batches: throughput, latency, logit parity
+                   (skipped when requirements-export.txt is not installed)
+
+Every CPU inference system is also reported as a fraction of the machine's limit: the fp32 matrix-multiply
+rate measured in the same run at the model's shapes (tokens x hidden @ hidden x intermediate), against the
+FLOPs the reviews scored need (counted from the model's shape and their real token counts, padding excluded).
 
 Prints a table and writes JSON (machine, date, exact command, load average, every figure) to
 results/benchmarks/. Nothing here asserts a speed: targets are reported as met or not.
@@ -50,9 +57,23 @@ from training.tiny_model import DISTILBERT_BASE_SHAPE, TINY_DISTILBERT_SHAPE, ra
 
 DEFAULT_DATA_DIR = Path(os.environ.get("IMDB_DATA_DIR", PROJECT_ROOT.parent / "shared" / "data" / "imdb"))
 RESULTS_DIR = PROJECT_RESULTS_DIR / "benchmarks"
-PARTS = ("inference", "cli", "app", "gpu-train", "gpu-inference")
+PARTS = ("inference", "cli", "app", "gpu-train", "gpu-inference", "onnx")
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"]
+# Instruction sets that decide the CPU's matrix-multiply limit (fp32 FMA width, int8 dot products, bf16, AMX tiles).
+CPU_FLAGS_CHECKED = (
+    "avx2",
+    "fma",
+    "avx512f",
+    "avx512_vnni",
+    "avx_vnni",
+    "avx512_bf16",
+    "avx512_fp16",
+    "amx_tile",
+    "amx_int8",
+    "amx_bf16",
+)
+GEMM_TOKENS = 4096  # rows of the measured matrix product: a batch of 16 reviews of 256 tokens
 APP_REVIEW = "A wonderful, moving film. The acting is superb and I loved every minute of it."
 
 # The issue's targets: (part, figure, comparison, bound).
@@ -266,7 +287,8 @@ def describe_machine() -> dict:
     machine = {
         "cpu": field("model name") or platform.processor() or "unknown",
         "cpu_cores_available": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
-        "cpu_flags": sorted(flags & {"avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "avx512_bf16"}),
+        "cpu_flags": sorted(flags & set(CPU_FLAGS_CHECKED)),
+        "cpu_flags_checked": list(CPU_FLAGS_CHECKED),  # so a flag's absence is a finding, not an omission
         "torch_threads": torch.get_num_threads(),
         "quantized_engine": torch.backends.quantized.engine,
         "platform": platform.platform(),
@@ -324,6 +346,125 @@ def quiet():
         yield
 
 
+# ----------------------------------------------------------------------------- the machine's limit
+
+
+def encoder_shape(model_config) -> dict:
+    """Hidden size, feed-forward size, layers and heads from a BERT- or DistilBERT-style config."""
+
+    def field(*names):
+        return next(getattr(model_config, name) for name in names if getattr(model_config, name, None) is not None)
+
+    return {
+        "hidden": int(field("hidden_size", "dim")),
+        "intermediate": int(field("intermediate_size", "hidden_dim")),
+        "layers": int(field("num_hidden_layers", "n_layers")),
+        "heads": int(field("num_attention_heads", "n_heads")),
+    }
+
+
+def forward_flops(shape: dict, token_counts) -> float:
+    """FLOPs of one encoder forward pass over sequences of these lengths (no padding).
+
+    Per layer and token, the linear layers cost 2 x their weights: 4 hidden^2 (query, key, value, output)
+    plus 2 hidden x intermediate (feed-forward). Attention costs 4 x seq^2 x hidden per layer and sequence
+    (scores Q K^T and their product with V). Embeddings, softmax, norms and the head are left out: small.
+    """
+    hidden, intermediate, layers = shape["hidden"], shape["intermediate"], shape["layers"]
+    counts = np.asarray(token_counts, dtype=np.float64)
+    linear = 2 * layers * (4 * hidden * hidden + 2 * hidden * intermediate) * counts.sum()
+    attention = 4 * layers * hidden * float((counts**2).sum())
+    return float(linear + attention)
+
+
+def _timed_rate(step: Callable[[], object], operations: float, seconds: float) -> dict:
+    """Calls `step` in blocks for about `seconds`; the best block's rate is the limit, the median how steady it was."""
+    step(), step()  # warm-up: first calls allocate and pick kernels
+    rates, deadline = [], time.perf_counter() + seconds
+    while time.perf_counter() < deadline or len(rates) < 3:
+        started = time.perf_counter()
+        for _ in range(3):
+            step()
+        rates.append(3 * operations / (time.perf_counter() - started) / 1e9)
+    return {"best": round(max(rates), 1), "median": round(float(np.median(rates)), 1), "blocks": len(rates)}
+
+
+_LIMITS: dict = {}
+
+
+def machine_limit(shape: dict, seconds: float) -> dict:
+    """The CPU's matrix-multiply rate at the model's shape, (GEMM_TOKENS x hidden) @ (hidden x intermediate),
+    with this process's threads: fp32 (torch.matmul) and dynamic int8 (a quantized Linear, activations quantized
+    on the fly as the int8 Predictor does). Measured once per shape and thread count in a run."""
+    import torch
+
+    key = (shape["hidden"], shape["intermediate"], torch.get_num_threads())
+    if key not in _LIMITS:
+        hidden, intermediate = shape["hidden"], shape["intermediate"]
+        operations = 2.0 * GEMM_TOKENS * hidden * intermediate
+        generator = torch.Generator().manual_seed(0)
+        activations = torch.randn(GEMM_TOKENS, hidden, generator=generator)
+        weights = torch.randn(hidden, intermediate, generator=generator)
+        with torch.inference_mode():
+            fp32 = _timed_rate(lambda: torch.matmul(activations, weights), operations, seconds)
+            int8 = None
+            with contextlib.suppress(Exception):  # no quantized engine on this build: fp32 only
+                from inference.predictor import quantize_int8
+
+                linear = torch.nn.Sequential(torch.nn.Linear(hidden, intermediate, bias=False))
+                quantized = quantize_int8(linear, keep_exact=())
+                int8 = _timed_rate(lambda: quantized(activations), operations, seconds / 2)
+        _LIMITS[key] = {
+            "fp32_gemm_gflop_per_s": fp32["best"],
+            "fp32_gemm_median_gflop_per_s": fp32["median"],
+            "int8_dynamic_gop_per_s": int8["best"] if int8 else None,
+            "shape": f"({GEMM_TOKENS} x {hidden}) @ ({hidden} x {intermediate})",
+            "threads": key[2],
+            "seconds": seconds,
+            "method": "best of repeated blocks of 3 products (median alongside); int8: torch dynamic quantized Linear, "
+            "per-channel weights, activation quantization included",
+        }
+    return _LIMITS[key]
+
+
+def compute_use(seconds: float, flops: float, limit: dict, int8: bool = False) -> dict:
+    """A system's achieved rate and its fraction of the fp32 limit (and of the int8 one for an int8 system)."""
+    rate = flops / seconds / 1e9
+    use = {
+        "gflop_per_s": round(rate, 1),
+        "fraction_of_limit": round(rate / limit["fp32_gemm_gflop_per_s"], 3),
+    }
+    if int8 and limit.get("int8_dynamic_gop_per_s"):
+        use["fraction_of_int8_limit"] = round(rate / limit["int8_dynamic_gop_per_s"], 3)
+    return use
+
+
+def flop_count(predictor, texts: list[str]) -> dict:
+    """FLOPs of scoring `texts` as the Predictor encodes them (head+tail to max_length; the pipeline's head
+    truncation keeps the same number of tokens)."""
+    from training.data import encode_texts
+
+    counts = [
+        len(ids)
+        for ids in encode_texts(predictor.tokenizer, texts, predictor.config.max_length, predictor.config.truncation)
+    ]
+    shape = encoder_shape(predictor.model.config)
+    flops = forward_flops(shape, counts)
+    return {
+        "model_shape": shape,
+        "tokens": int(sum(counts)),
+        "mean_tokens_per_review": round(float(np.mean(counts)), 1),
+        "gflop": round(flops / 1e9, 2),
+        "mflop_per_token": round(flops / sum(counts) / 1e6, 2),
+        "method": "linear layers 2 x weights x tokens, attention 4 x seq^2 x hidden per layer, real token counts "
+        "(padding is not useful work, so it lowers the fraction)",
+    }
+
+
+def limit_seconds(config: BenchConfig) -> float:
+    return 0.3 if config.smoke else 3.0
+
+
 # ----------------------------------------------------------------------------- parts
 
 
@@ -361,6 +502,8 @@ def bench_inference(config: BenchConfig, model_dir: Path) -> dict:
     throughput = interleaved(batch, texts, config.rounds)
     latencies = single_latencies(one, texts[: config.latency_reviews])
 
+    flops = flop_count(exact, texts)
+    limit = machine_limit(flops["model_shape"], limit_seconds(config))
     systems = {}
     for name in batch:
         scores = throughput[name]["positive_probability"]
@@ -369,6 +512,7 @@ def bench_inference(config: BenchConfig, model_dir: Path) -> dict:
             "latency": latency_summary(latencies[name]),
             "accuracy": round(accuracy(labels, scores), 4),
             "load_s": load_s[name],
+            **compute_use(throughput[name]["seconds"], flops["gflop"] * 1e9, limit, int8=name == "predictor"),
         }
     predictor_info = predictor.info()
     agree = lambda a, b: int(np.sum((np.asarray(a) > 0.5) != (np.asarray(b) > 0.5)))  # noqa: E731
@@ -393,6 +537,76 @@ def bench_inference(config: BenchConfig, model_dir: Path) -> dict:
         ),
         "method": f"throughput over {len(texts)} reviews in {config.rounds} interleaved rounds; latency: one review per call, "
         "each review sent to every system in turn; accuracy against the IMDb labels",
+        "machine_limit": limit,
+        "flops": flops,
+    }
+
+
+def bench_onnx(config: BenchConfig, model_dir: Path, workdir: Path) -> dict:
+    """The ONNX export served by onnxruntime against the PyTorch fp32 Predictor: same reviews, same batches."""
+    import importlib.util
+
+    missing = [name for name in ("onnx", "onnxscript", "onnxruntime") if importlib.util.find_spec(name) is None]
+    if missing:
+        return {"skipped": f"{', '.join(missing)} not installed: pip install -r requirements-export.txt"}
+    import onnxruntime
+    import torch
+
+    from inference import export
+    from inference.onnx_predictor import OnnxPredictor
+    from inference.predictor import Predictor
+    from training.model import quiet_loading
+
+    folder = workdir / "onnx_export"
+    started = time.perf_counter()
+    with quiet():
+        export.main(export.ExportConfig(model=model_dir, output=folder, overwrite=True))
+    export_s = round(time.perf_counter() - started, 1)
+    with quiet_loading():
+        exact = Predictor.from_pretrained(model_dir, device="cpu", precision="fp32")
+    served = OnnxPredictor.from_pretrained(folder, threads=config.threads)
+    reviews = sample_reviews(config.data, config.reviews, config.seed)
+    texts, labels = reviews["text"].tolist(), reviews["label"].to_numpy()
+    batch = {
+        "predictor_fp32": lambda part: exact.predict_logits(part, batch_size=config.batch_size).tolist(),
+        "onnxruntime": lambda part: served.predict_logits(part, batch_size=config.batch_size).tolist(),
+    }
+    one = {"predictor_fp32": exact.predict_one, "onnxruntime": served.predict_one}
+    single_latencies(one, texts[:1])  # warm-up
+    throughput = interleaved(batch, texts, config.rounds)
+    latencies = single_latencies(one, texts[: config.latency_reviews])
+    flops = flop_count(exact, texts)
+    limit = machine_limit(flops["model_shape"], limit_seconds(config))
+    logits = {name: np.asarray(throughput[name]["positive_probability"]) for name in batch}  # rows of logits here
+    systems = {}
+    for name in batch:
+        systems[name] = {
+            "reviews_per_s": round(len(texts) / throughput[name]["seconds"], 2),
+            "latency": latency_summary(latencies[name]),
+            "accuracy": round(float(np.mean(logits[name].argmax(1) == labels)), 4),
+            **compute_use(throughput[name]["seconds"], flops["gflop"] * 1e9, limit),
+        }
+    return {
+        "reviews": len(texts),
+        "latency_reviews": min(config.latency_reviews, len(texts)),
+        "batch_size": config.batch_size,
+        "systems": systems,
+        "throughput_ratio": ratio(systems["onnxruntime"]["reviews_per_s"], systems["predictor_fp32"]["reviews_per_s"]),
+        "latency_p50_ratio": ratio(
+            systems["onnxruntime"]["latency"]["p50_ms"], systems["predictor_fp32"]["latency"]["p50_ms"]
+        ),
+        "max_abs_logit_diff": float(np.abs(logits["onnxruntime"] - logits["predictor_fp32"]).max()),
+        "labels_changed_vs_fp32": int(np.sum(logits["onnxruntime"].argmax(1) != logits["predictor_fp32"].argmax(1))),
+        "export_s": export_s,
+        "onnxruntime": onnxruntime.__version__,
+        "onnx_threads": config.threads or "onnxruntime default (one per physical core)",
+        "torch_threads": torch.get_num_threads(),
+        "graph_optimization": "ORT_ENABLE_ALL",
+        "opset": served.record.onnx["opset"],
+        "machine_limit": limit,
+        "flops": flops,
+        "method": f"the same {len(texts)} reviews and batches of {config.batch_size} for both, length-sorted, in "
+        f"{config.rounds} interleaved rounds (tokenization included); latency: one review per call",
     }
 
 
@@ -712,10 +926,43 @@ def table(report: dict) -> str:
                 ),
                 (
                     part,
+                    f"fraction of the fp32 limit ({result['machine_limit']['fp32_gemm_gflop_per_s']} GFLOP/s)",
+                    f"{fmt(p['fraction_of_limit'])} ({result['predictor_precision']}); "
+                    f"{fmt(e['fraction_of_limit'])} (fp32)",
+                    fmt(b["fraction_of_limit"]),
+                    "",
+                ),
+                (
+                    part,
                     "accuracy",
                     f"{p['accuracy']:.4f}; fp32 {e['accuracy']:.4f} "
                     f"({result['accuracy_change_points']:+.2f} points, {result['labels_changed_vs_fp32']} labels changed)",
                     f"{b['accuracy']:.4f}",
+                    "",
+                ),
+            ]
+        elif part == "onnx":
+            o, e = result["systems"]["onnxruntime"], result["systems"]["predictor_fp32"]
+            rows += [
+                (
+                    part,
+                    f"throughput, {result['reviews']} reviews (reviews/s)",
+                    f"{fmt(o['reviews_per_s'])} (onnxruntime)",
+                    f"{fmt(e['reviews_per_s'])} (PyTorch fp32)",
+                    f"{fmt(result['throughput_ratio'])}x",
+                ),
+                (
+                    part,
+                    "fraction of the fp32 limit",
+                    fmt(o["fraction_of_limit"]),
+                    fmt(e["fraction_of_limit"]),
+                    "",
+                ),
+                (
+                    part,
+                    "max |logit difference|, labels changed",
+                    f"{result['max_abs_logit_diff']:.1e}, {result['labels_changed_vs_fp32']}",
+                    "",
                     "",
                 ),
             ]
@@ -808,6 +1055,7 @@ def main(config: BenchConfig, argv: list[str] | None = None) -> dict:
             "app": lambda: bench_app(config, model_dir, report["parts"].get("inference")),
             "gpu-train": lambda: bench_gpu_train(config, workdir),
             "gpu-inference": lambda: bench_gpu_inference(config, model_dir),
+            "onnx": lambda: bench_onnx(config, model_dir, workdir),
         }
         for part in config.parts:
             part_started = time.perf_counter()

@@ -1,0 +1,265 @@
+"""The ONNX export: inference/export.py writes a self-describing folder, and inference/onnx_predictor.py serves
+it with onnxruntime, tokenizers and numpy alone (checked in a process where importing torch fails), giving
+the PyTorch Predictor's logits within 1e-4 and its labels on a fixed sample of IMDb test reviews.
+
+Skipped only where onnxruntime is not installed and CI is not set: CI installs requirements-export.txt."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tests.conftest import PROJECT_ROOT, SHIPPED_MODEL_DIR
+
+if importlib.util.find_spec("onnxruntime") is None and not os.environ.get("CI"):
+    pytest.skip("onnxruntime is not installed: pip install -r requirements-export.txt", allow_module_level=True)
+
+from inference import export  # noqa: E402
+from inference import onnx_predictor as onnx_module  # noqa: E402
+from inference.onnx_predictor import ExportError, OnnxPredictor, is_export  # noqa: E402
+
+LOGIT_TOLERANCE = 1e-4
+# Edge cases beside the IMDb sample: one word, far over 512 tokens, unicode and emoji, markup, digits only.
+EDGE_CASES = [
+    "Great.",
+    "Superb",
+    " ".join(["An overlong, tedious and utterly pointless remake that nobody asked for."] * 80)
+    + " Still, the final scene is wonderful.",
+    "Ce film était magnifique ! Les acteurs sont formidables. 素晴らしい映画でした。 Очень хороший фильм 🎬👍❤️",
+    "Not bad at all.<br /><br />The ending drags, but it is <i>worth</i> a look.",
+    "10/10 !!!",
+]
+# Run in a fresh interpreter where `import torch` (and pandas, transformers, peft) fails: the serving path
+# must need none of them. Prints logits and labels as JSON.
+TORCH_FREE_SCRIPT = """
+import json, sys
+for name in ("torch", "transformers", "peft", "pandas", "sklearn", "scipy"):
+    sys.modules[name] = None  # `import name` now raises ImportError
+from inference.onnx_predictor import OnnxPredictor
+folder, mode = sys.argv[1], sys.argv[2]
+texts = json.loads(sys.stdin.read())
+predictor = OnnxPredictor.from_pretrained(folder, long_reviews=mode)
+logits = predictor.predict_logits(texts, batch_size=8)
+predictions = predictor.predict(texts, batch_size=8)
+loaded = sorted(name for name in ("torch", "transformers", "pandas") if sys.modules.get(name) is not None)
+print(json.dumps({
+    "logits": logits.tolist(),
+    "labels": [p.label for p in predictions],
+    "probabilities": [p.probabilities for p in predictions],
+    "temperature": predictor.temperature,
+    "loaded": loaded,
+}))
+"""
+
+
+def run_without_torch(folder, texts: list[str], mode: str = "truncate") -> dict:
+    done = subprocess.run(
+        [sys.executable, "-c", TORCH_FREE_SCRIPT, str(folder), mode],
+        input=json.dumps(texts),
+        capture_output=True,
+        text=True,
+        cwd=PROJECT_ROOT,
+        env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT)},
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout)
+
+
+def imdb_sample(imdb_dir, size: int, seed: int = 0) -> list[str]:
+    from training.data import stratified_subset
+
+    frame = pd.read_parquet(imdb_dir / "test.parquet", columns=["text", "label"])
+    return stratified_subset(frame, size, seed=seed)["text"].tolist()
+
+
+@pytest.fixture(scope="module")
+def tiny_export(tmp_path_factory, tiny_adapter):
+    folder = tmp_path_factory.mktemp("tiny_export") / "exported"
+    assert export.cli(["--model", str(tiny_adapter), "--output", str(folder)]) == 0
+    return folder
+
+
+@pytest.fixture(scope="module")
+def shipped_export(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("shipped_export") / "exported"
+    export.main(export.ExportConfig(model=SHIPPED_MODEL_DIR, output=folder))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def shipped_predictor():
+    from inference.predictor import Predictor
+
+    return Predictor.from_pretrained(SHIPPED_MODEL_DIR, device="cpu", precision="fp32")
+
+
+# ----------------------------------------------------------------------------- tokenization mirrors training.data
+
+
+@pytest.mark.parametrize(
+    ("max_length", "strategy"), [(512, "head_tail"), (64, "head_tail"), (64, "head"), (48, "tail")]
+)
+def test_the_torch_free_tokenization_agrees_with_training_data(
+    tiny_export, tiny_adapter, imdb_dir, max_length, strategy
+):
+    import dataclasses
+
+    from transformers import AutoTokenizer
+
+    from training import data
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_adapter)
+    record = dataclasses.replace(onnx_module.ExportRecord.load(tiny_export), max_length=max_length, truncation=strategy)
+    fast = onnx_module.load_tokenizer(tiny_export / onnx_module.TOKENIZER_FILE)
+    texts = imdb_sample(imdb_dir, 300, seed=1) + EDGE_CASES + ["x" * 30_000, "word " * 6_000]
+
+    assert onnx_module.encode_texts(fast, texts, record) == data.encode_texts(tokenizer, texts, max_length, strategy)
+    assert onnx_module.encode_windows(fast, texts[:40] + EDGE_CASES, record) == data.encode_windows(
+        tokenizer, texts[:40] + EDGE_CASES, max_length
+    )
+    assert (record.prefix_ids, record.suffix_ids) == tuple(map(tuple, data.special_token_frame(tokenizer)))
+    assert record.head_fraction == data.HEAD_FRACTION and record.chars_per_token_bound == data.CHARS_PER_TOKEN_BOUND
+
+
+def test_truncation_and_padding_agree_with_training_data_on_every_length():
+    from training import data
+
+    rng = np.random.default_rng(0)
+    for length in range(0, 60):
+        ids = rng.integers(1, 1000, length).tolist()
+        for budget in (1, 2, 7, 30, 59):
+            for strategy in data.TRUNCATION_STRATEGIES:
+                assert onnx_module.truncate_token_ids(ids, budget, strategy, data.HEAD_FRACTION) == (
+                    data.truncate_token_ids(ids, budget, strategy)
+                )
+            stride = max(budget // 2, 1)
+            assert onnx_module.window_token_ids(ids, budget, stride) == data.window_token_ids(ids, budget, stride)
+    rows = [rng.integers(1, 99, n).tolist() for n in (3, 9, 1, 5)]
+    ours, theirs = onnx_module.pad_token_ids(rows, 0), data.pad_token_ids(rows, 0)
+    assert all(np.array_equal(ours[key], theirs[key]) for key in theirs)
+
+
+# ----------------------------------------------------------------------------- the export folder
+
+
+def test_the_export_describes_itself_and_has_dynamic_batch_and_sequence_axes(tiny_export, tiny_adapter):
+    import onnx
+
+    from training.model import SentimentConfig
+
+    assert is_export(tiny_export) and not is_export(tiny_adapter)
+    assert sorted(path.name for path in tiny_export.iterdir()) == sorted(export.EXPORT_FILES)
+    record = json.loads((tiny_export / onnx_module.EXPORT_RECORD_FILE).read_text())
+    adapter = SentimentConfig.load(tiny_adapter)
+    assert record["base_model"] == adapter.base_model and tuple(record["labels"]) == adapter.labels
+    assert (record["max_length"], record["truncation"]) == (adapter.max_length, adapter.truncation)
+    for key in ("head_fraction", "temperature", "prefix_ids", "suffix_ids", "pad_id", "lora", "metrics"):
+        assert key in record, key
+    assert record["exported"]["parity_check"]["max_abs_logit_diff"] <= LOGIT_TOLERANCE
+    assert record["exported"]["merged"] is True
+
+    model = onnx.load(str(tiny_export / onnx_module.ONNX_FILE))
+    assert max(opset.version for opset in model.opset_import if opset.domain in ("", "ai.onnx")) >= 17
+    shapes = {
+        value.name: [dim.dim_param or dim.dim_value for dim in value.type.tensor_type.shape.dim]
+        for value in [*model.graph.input, *model.graph.output]
+    }
+    assert shapes == {
+        "input_ids": ["batch", "sequence"],
+        "attention_mask": ["batch", "sequence"],
+        "logits": ["batch", len(adapter.labels)],
+    }
+
+
+def test_the_export_refuses_other_files_an_earlier_export_without_overwrite_and_a_missing_adapter(
+    tiny_export, tiny_adapter, tmp_path, capsys
+):
+    crowded = tmp_path / "crowded"
+    crowded.mkdir()
+    (crowded / "notes.txt").write_text("mine")
+    assert export.cli(["--model", str(tiny_adapter), "--output", str(crowded)]) == 2
+    assert "holds other files (notes.txt)" in capsys.readouterr().err
+    assert export.cli(["--model", str(tiny_adapter), "--output", str(tiny_export)]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert export.cli(["--model", str(tmp_path / "missing"), "--output", str(tmp_path / "out")]) == 2
+    assert "No adapter folder" in capsys.readouterr().err and not (tmp_path / "out").exists()
+    with pytest.raises(SystemExit):
+        export.parse_args(["--output", str(tmp_path / "out"), "--opset", "13"])
+    assert "--opset must be at least 17" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- the predictor
+
+
+def test_the_onnx_predictor_has_the_predictors_surface(tiny_export, tiny_adapter):
+    from inference.predictor import Predictor
+
+    served, reference = OnnxPredictor.from_pretrained(tiny_export), Predictor.from_pretrained(tiny_adapter, "cpu")
+    assert served.labels == reference.labels and served.temperature == pytest.approx(reference.temperature)
+    assert OnnxPredictor.from_pretrained(tiny_export, calibrated=False).temperature == 1.0
+    assert "onnxruntime" in served.device_name and served.precision == "fp32"
+    assert set(reference.info()) <= set(served.info())
+    one = served.predict_one("A wonderful film.")
+    assert one.label in served.labels and sum(one.probabilities.values()) == pytest.approx(1.0)
+    assert one.confidence == max(one.probabilities.values())
+    texts = ["Great.", "Terrible, boring film.", "Fine. " * 300]
+    np.testing.assert_allclose(
+        served.predict_proba(texts, batch_size=2), reference.predict_proba(texts, batch_size=2), atol=1e-5
+    )
+    assert OnnxPredictor.from_pretrained(tiny_export, long_reviews="sliding").predict_logits(texts).shape == (3, 2)
+
+    with pytest.raises(onnx_module.EmptyTextError, match="Review 2 is empty"):
+        served.predict(["fine", "  "])
+    with pytest.raises(onnx_module.TextError, match="not UTF-8"):
+        served.predict(["bad \udcff bytes"])
+    with pytest.raises(ValueError, match="batch_size"):
+        served.predict(["fine"], batch_size=0)
+    with pytest.raises(ExportError, match="not an ONNX export"):
+        OnnxPredictor.from_pretrained(tiny_adapter)
+    with pytest.raises(ExportError, match="CPU"):
+        OnnxPredictor.from_pretrained(tiny_export, device="cuda")
+    with pytest.raises(ExportError, match="fp32"):
+        OnnxPredictor.from_pretrained(tiny_export, precision="int8")
+
+
+@pytest.mark.slow
+def test_the_shipped_adapter_served_without_torch_matches_the_pytorch_predictor(
+    shipped_export, shipped_predictor, imdb_dir, record_property
+):
+    """64 stratified IMDb test reviews and the edge cases: logits within 1e-4, identical labels."""
+    texts = imdb_sample(imdb_dir, 64) + EDGE_CASES
+    served = run_without_torch(shipped_export, texts)
+    assert served["loaded"] == []  # neither torch, transformers nor pandas was imported
+
+    reference = shipped_predictor
+    expected = reference.predict_logits(texts, batch_size=8)
+    difference = np.abs(np.asarray(served["logits"]) - expected)
+    record_property("max_abs_logit_diff", f"{difference.max():.2e}")  # the figure docs/export.md quotes
+    record_property("reviews", len(texts))
+    assert difference.max() <= LOGIT_TOLERANCE, f"max |logit difference| {difference.max():.2e}"
+    assert served["labels"] == [prediction.label for prediction in reference.predict(texts, batch_size=8)]
+    assert served["temperature"] == pytest.approx(reference.temperature)
+    expected_probabilities = reference.predict_proba(texts, batch_size=8)
+    served_probabilities = np.array([[row[label] for label in reference.labels] for row in served["probabilities"]])
+    np.testing.assert_allclose(served_probabilities, expected_probabilities, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_sliding_windows_without_torch_match_the_pytorch_predictor(shipped_export, shipped_predictor, imdb_dir):
+    import copy
+
+    reviews = imdb_sample(imdb_dir, 200, seed=2)
+    texts = sorted(reviews, key=len)[-3:] + [EDGE_CASES[2], "Great."]  # the longest: several windows each
+    served = run_without_torch(shipped_export, texts, mode="sliding")
+    reference = copy.copy(shipped_predictor)  # the same loaded model, reading whole reviews
+    reference.long_reviews = "sliding"
+    expected = reference.predict_logits(texts, batch_size=8)
+    assert np.abs(np.asarray(served["logits"]) - expected).max() <= LOGIT_TOLERANCE
