@@ -16,7 +16,7 @@ import json
 import sys
 from pathlib import Path
 
-from inference import options
+from inference import onnx_predictor, options
 
 # The library half, re-exported under the names app.py, the benchmarks and the tests import from here.
 from inference.predictor import (  # noqa: F401
@@ -136,7 +136,11 @@ def main(args: argparse.Namespace) -> list[dict]:
             if not is_unicode_text(text):
                 raise TextError(f"Review {index + 1} on the command line is not UTF-8 text; pass it as UTF-8.")
         frame = pd.DataFrame({"text": texts})
-    predictor = Predictor.from_pretrained(
+    if args.explain and onnx_predictor.is_export(args.model):  # explanations take gradients: PyTorch only
+        raise DataError("--explain needs the adapter folder (PyTorch), not an ONNX export: use --model trained_model.")
+    # An ONNX export (inference/export.py) is served by onnxruntime, an adapter folder by PyTorch.
+    loader = onnx_predictor.OnnxPredictor if onnx_predictor.is_export(args.model) else Predictor
+    predictor = loader.from_pretrained(
         args.model,
         device=args.device or (str(launch.device) if launch else None),
         precision=args.precision,
@@ -186,7 +190,7 @@ def main(args: argparse.Namespace) -> list[dict]:
 def cli(argv: list[str] | None = None) -> int:
     try:
         main(parse_args(argv))
-    except (DataError, ModelLoadError, TextError) as error:
+    except (DataError, ModelLoadError, TextError, onnx_predictor.ExportError, onnx_predictor.TextError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     return 0

@@ -263,3 +263,21 @@ def test_sliding_windows_without_torch_match_the_pytorch_predictor(shipped_expor
     reference.long_reviews = "sliding"
     expected = reference.predict_logits(texts, batch_size=8)
     assert np.abs(np.asarray(served["logits"]) - expected).max() <= LOGIT_TOLERANCE
+
+
+def test_predict_cli_serves_an_export_like_the_adapter(tiny_export, tiny_adapter, tmp_path, capsys):
+    from inference.predict import cli
+
+    reviews = tmp_path / "reviews.csv"
+    reviews.write_text("text\nA wonderful film.\nDull and far too long.\n=1+1 a formula\n")
+    outputs = {}
+    for name, model in (("export", tiny_export), ("adapter", tiny_adapter)):
+        outputs[name] = tmp_path / f"{name}.csv"
+        assert cli(["--model", str(model), "--file", str(reviews), "--output", str(outputs[name])]) == 0
+    from_export, from_adapter = (pd.read_csv(outputs[name]) for name in ("export", "adapter"))
+    assert list(from_export.columns) == list(from_adapter.columns)
+    assert from_export["predicted_label"].tolist() == from_adapter["predicted_label"].tolist()
+    assert np.allclose(from_export["confidence"], from_adapter["confidence"], atol=1e-5)
+    capsys.readouterr()
+    assert cli(["--model", str(tiny_export), "--explain", "Good."]) == 2
+    assert "--explain needs the adapter folder" in capsys.readouterr().err
