@@ -9,9 +9,9 @@ labels, temperature, device_name, info) and the same preprocessing, so a deploym
 figures evaluation reports: head+tail truncation of the token ids, length-sorted batches, the calibrated
 temperature, the labels the adapter was trained with (tests/test_export.py checks logits within 1e-4).
 
-This module must import neither torch nor pandas, nor any project module that does: training/data.py
-imports pandas, so the few pure lines of its tokenization are repeated below, and a test checks that
-they agree with training.data on many reviews. Change them together.
+This module must import neither torch nor pandas, nor any project module that does: the pure steps it
+shares with the Predictor (checking, clipping, truncation, windows, padding) come from training/text.py,
+which imports numpy alone; only the tokenizer differs (`tokenizers` here, transformers' wrapper there).
 """
 
 from __future__ import annotations
@@ -22,33 +22,28 @@ from pathlib import Path
 
 import numpy as np
 
+from training.text import (
+    TRUNCATION_STRATEGIES,
+    check_texts,
+    clip_characters,
+    pad_token_ids,
+    truncate_token_ids,
+    window_plan,
+    window_token_ids,
+)
+from training.text import EmptyTextError as EmptyTextError  # re-exported: callers catch these from here
+from training.text import Prediction as Prediction
+from training.text import TextError as TextError
+
 EXPORT_RECORD_FILE = "sentiment_export.json"
 ONNX_FILE = "model.onnx"
 TOKENIZER_FILE = "tokenizer.json"
 EXPORT_FORMAT = 1  # bump when the record's meaning changes; from_pretrained refuses other versions
 LONG_REVIEW_MODES = ("truncate", "sliding")
-TRUNCATION_STRATEGIES = ("head", "tail", "head_tail")
 
 
 class ExportError(RuntimeError):
     """An export folder that cannot be served; the message says why and what to do."""
-
-
-class TextError(ValueError):
-    """A review the model cannot read; the message names the review and what to do."""
-
-
-class EmptyTextError(TextError):
-    """A review with no text: there is nothing to predict."""
-
-
-@dataclasses.dataclass(frozen=True)
-class Prediction:
-    """The same fields as inference.predictor.Prediction."""
-
-    label: str
-    confidence: float  # probability of `label`
-    probabilities: dict[str, float]  # every label's probability; they sum to 1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,50 +108,6 @@ def is_export(folder: str | Path) -> bool:
 # ----------------------------------------------------------------------------- tokenization (mirrors training.data)
 
 
-def truncate_token_ids(token_ids: list[int], budget: int, strategy: str, head_fraction: float) -> list[int]:
-    """training.data.truncate_token_ids: the first, the last, or the first quarter and last three quarters."""
-    if strategy not in TRUNCATION_STRATEGIES:
-        raise ValueError(f"Unknown truncation strategy '{strategy}'; choose from {', '.join(TRUNCATION_STRATEGIES)}.")
-    if len(token_ids) <= budget:
-        return list(token_ids)
-    if strategy == "head":
-        return list(token_ids[:budget])
-    if strategy == "tail":
-        return list(token_ids[len(token_ids) - budget :])
-    head = round(budget * head_fraction)
-    tail = budget - head
-    return list(token_ids[:head]) + list(token_ids[len(token_ids) - tail :])
-
-
-def clip_characters(text: str, max_length: int, chars_per_token_bound: int) -> str:
-    """training.data.clip_characters: drop the middle of a text far longer than truncation could keep."""
-    keep = max_length * chars_per_token_bound
-    if len(text) <= 2 * keep:
-        return text
-    return text[:keep] + " " + text[-keep:]
-
-
-def window_token_ids(token_ids: list[int], budget: int, stride: int) -> list[list[int]]:
-    """training.data.window_token_ids: overlapping windows of at most `budget` tokens, `stride` apart."""
-    if not 0 < stride <= budget:
-        raise ValueError(f"stride must be between 1 and the window size {budget}, not {stride}.")
-    starts = list(range(0, max(len(token_ids) - budget, 0) + 1, stride))
-    if starts[-1] + budget < len(token_ids):
-        starts.append(len(token_ids) - budget)
-    return [list(token_ids[start : start + budget]) for start in starts]
-
-
-def pad_token_ids(token_ids: list[list[int]], pad_id: int) -> dict[str, np.ndarray]:
-    """training.data.pad_token_ids without the GPU rounding: right-padded ids and mask, (len(token_ids), longest)."""
-    longest = max(len(ids) for ids in token_ids)
-    input_ids = np.full((len(token_ids), longest), pad_id, dtype=np.int64)
-    attention_mask = np.zeros((len(token_ids), longest), dtype=np.int64)
-    for row, ids in enumerate(token_ids):
-        input_ids[row, : len(ids)] = ids
-        attention_mask[row, : len(ids)] = 1
-    return {"input_ids": input_ids, "attention_mask": attention_mask}
-
-
 def _token_ids(tokenizer, texts: list[str]) -> list[list[int]]:
     """Ids without special tokens, untruncated: what the Hugging Face tokenizer gives encode_texts."""
     return [encoding.ids for encoding in tokenizer.encode_batch(texts, add_special_tokens=False)]
@@ -176,8 +127,7 @@ def encode_texts(tokenizer, texts: list[str], record: ExportRecord) -> list[list
 def encode_windows(tokenizer, texts: list[str], record: ExportRecord) -> tuple[list[list[int]], list[int]]:
     """training.data.encode_windows: every text as windows of max_length tokens, half a window apart."""
     budget = record.max_length - len(record.prefix_ids) - len(record.suffix_ids)
-    stride = max(budget // 2, 1)
-    longest = budget + stride * (record.max_windows - 1)
+    stride, longest = window_plan(budget, record.max_windows)
     clipped = [clip_characters(text, longest, record.chars_per_token_bound) for text in texts]
     prefix, suffix = list(record.prefix_ids), list(record.suffix_ids)
     windows, owner = [], []
@@ -204,20 +154,6 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     shifted = logits - logits.max(axis=1, keepdims=True)
     exponentials = np.exp(shifted)
     return exponentials / exponentials.sum(axis=1, keepdims=True)
-
-
-def check_texts(texts: list[str]) -> None:
-    """Raise EmptyTextError or TextError with the same messages as the Predictor."""
-    for index, text in enumerate(texts):
-        if not isinstance(text, str) or not text.strip():
-            raise EmptyTextError(f"Review {index + 1} is empty; give some text to classify.")
-        try:
-            text.encode("utf-8")
-        except UnicodeEncodeError:
-            raise TextError(
-                f"Review {index + 1} holds bytes that are not UTF-8 text (lone surrogates, as Python makes of "
-                f"undecodable input); re-encode it as UTF-8, e.g. iconv -f latin1 -t utf-8."
-            ) from None
 
 
 # ----------------------------------------------------------------------------- the predictor

@@ -190,7 +190,7 @@ def main(args: argparse.Namespace) -> list[dict]:
 def cli(argv: list[str] | None = None) -> int:
     try:
         main(parse_args(argv))
-    except (DataError, ModelLoadError, TextError, onnx_predictor.ExportError, onnx_predictor.TextError) as error:
+    except (DataError, ModelLoadError, TextError, onnx_predictor.ExportError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     return 0

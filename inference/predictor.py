@@ -10,14 +10,13 @@ scripts all use it, so the figures evaluation reports are the ones users get.
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from evaluation.metrics import softmax
-from training.data import GPU_LENGTH_MULTIPLE, encode_texts, encode_windows, pad_token_ids
+from training.data import encode_texts, encode_windows
 from training.model import (
     ModelLoadError,
     SentimentConfig,
@@ -28,22 +27,12 @@ from training.model import (
     read_metrics,
 )
 from training.paths import DEFAULT_MODEL_DIR
+from training.text import GPU_LENGTH_MULTIPLE, Prediction, check_texts, pad_token_ids
 
-
-class TextError(ValueError):
-    """A review the model cannot read; the message names the review and what to do."""
-
-
-class EmptyTextError(TextError):
-    """A review with no text: there is nothing to predict."""
-
-
-@dataclasses.dataclass(frozen=True)
-class Prediction:
-    label: str
-    confidence: float  # probability of `label`
-    probabilities: dict[str, float]  # every label's probability; they sum to 1
-
+# Re-exported: the command line, the app and the tests import these from here.
+from training.text import EmptyTextError as EmptyTextError
+from training.text import TextError as TextError
+from training.text import is_unicode_text as is_unicode_text
 
 PRECISIONS = ("auto", "fp32", "int8", "bf16")
 LONG_REVIEW_MODES = ("truncate", "sliding")
@@ -165,14 +154,7 @@ class Predictor:
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, not {batch_size}.")
         texts = list(texts)
-        for index, text in enumerate(texts):
-            if not isinstance(text, str) or not text.strip():
-                raise EmptyTextError(f"Review {index + 1} is empty; give some text to classify.")
-            if not is_unicode_text(text):
-                raise TextError(
-                    f"Review {index + 1} holds bytes that are not UTF-8 text (lone surrogates, as Python makes of "
-                    f"undecodable input); re-encode it as UTF-8, e.g. iconv -f latin1 -t utf-8."
-                )
+        check_texts(texts)
         if self.long_reviews == "sliding":
             token_ids, owner = encode_windows(self.tokenizer, texts, self.config.max_length)
         else:
@@ -229,15 +211,6 @@ class Predictor:
             confidence=float(row[best]),
             probabilities={label: float(p) for label, p in zip(self.labels, row)},
         )
-
-
-def is_unicode_text(text: str) -> bool:
-    """False for strings holding lone surrogates (undecodable bytes), which no tokenizer can read."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def predict_table(predictor: Predictor, texts: list[str], batch_size: int, progress: bool) -> list[dict]:

@@ -1,5 +1,8 @@
 """Reading reviews and turning them into model inputs: the one home for data loading and tokenization.
 
+The pure steps (clipping, truncation, windows, padding) live in training/text.py, which the torch-free
+export predictor shares; they are re-exported here.
+
 Training, evaluation and inference all read files and tokenize through this module, so a review is
 truncated the same way when the model learns from it and when a user asks about it.
 """
@@ -9,24 +12,21 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
+from training.text import CHARS_PER_TOKEN_BOUND as CHARS_PER_TOKEN_BOUND
+from training.text import GPU_LENGTH_MULTIPLE as GPU_LENGTH_MULTIPLE
+from training.text import HEAD_FRACTION as HEAD_FRACTION
+from training.text import MAX_WINDOWS as MAX_WINDOWS
+from training.text import TRUNCATION_STRATEGIES as TRUNCATION_STRATEGIES
+from training.text import clip_characters as clip_characters
+from training.text import pad_token_ids as pad_token_ids
+from training.text import truncate_token_ids as truncate_token_ids
+from training.text import window_plan, window_token_ids
+
 HUB_DATASET = "stanfordnlp/imdb"
-TRUNCATION_STRATEGIES = ("head", "tail", "head_tail")
-# Sun et al. (2019), "How to Fine-Tune BERT for Text Classification": keeping the first 128 and
-# the last 382 tokens of a long IMDb review beats keeping only the beginning or only the end.
-HEAD_FRACTION = 128 / 510
 TABLE_SUFFIXES = (".parquet", ".csv", ".jsonl", ".json")
 TEXT_SUFFIXES = (".txt",)
-# A token is rarely longer than 20 characters, so this many characters per token of budget from each
-# end keep every token truncation can select, while a 1 MB review costs no more than a long one.
-CHARS_PER_TOKEN_BOUND = 20
-# Sliding-window scoring reads at most this many windows of a review (about 4,000 tokens at 512).
-MAX_WINDOWS = 16
-# On a GPU every new input shape costs a kernel plan (cuDNN attention) the first time it is seen, so
-# batches are padded to a multiple of this many tokens: a handful of shapes instead of hundreds (docs/gpu.md).
-GPU_LENGTH_MULTIPLE = 64
 
 
 # A CSV cell starting with one of these is run as a formula by spreadsheets (OWASP "CSV injection").
@@ -400,29 +400,6 @@ def load_train_validation(
 # ----------------------------------------------------------------------------- tokenization
 
 
-def truncate_token_ids(token_ids: list[int], budget: int, strategy: str) -> list[int]:
-    """Keep at most `budget` tokens: the first ones, the last ones, or the first quarter and last three quarters."""
-    if strategy not in TRUNCATION_STRATEGIES:
-        raise ValueError(f"Unknown truncation strategy '{strategy}'; choose from {', '.join(TRUNCATION_STRATEGIES)}.")
-    if len(token_ids) <= budget:
-        return list(token_ids)
-    if strategy == "head":
-        return list(token_ids[:budget])
-    if strategy == "tail":
-        return list(token_ids[len(token_ids) - budget :])
-    head = round(budget * HEAD_FRACTION)
-    tail = budget - head
-    return list(token_ids[:head]) + list(token_ids[len(token_ids) - tail :])
-
-
-def clip_characters(text: str, max_length: int) -> str:
-    """Drop the middle of a text far longer than any truncation could keep, before tokenizing it."""
-    keep = max_length * CHARS_PER_TOKEN_BOUND
-    if len(text) <= 2 * keep:
-        return text
-    return text[:keep] + " " + text[-keep:]
-
-
 def special_token_frame(tokenizer) -> tuple[list[int], list[int]]:
     """The special tokens a tokenizer puts before and after a single text ([CLS] and [SEP] for BERT)."""
     inner = tokenizer("x", add_special_tokens=False)["input_ids"]
@@ -441,16 +418,6 @@ def encode_texts(tokenizer, texts: list[str], max_length: int, strategy: str) ->
     return [prefix + truncate_token_ids(ids, budget, strategy) + suffix for ids in encoded]
 
 
-def window_token_ids(token_ids: list[int], budget: int, stride: int) -> list[list[int]]:
-    """Overlapping windows of at most `budget` tokens, `stride` apart, that together cover every token."""
-    if not 0 < stride <= budget:
-        raise ValueError(f"stride must be between 1 and the window size {budget}, not {stride}.")
-    starts = list(range(0, max(len(token_ids) - budget, 0) + 1, stride))
-    if starts[-1] + budget < len(token_ids):  # the last stride fell short of the end: one more window, flush right
-        starts.append(len(token_ids) - budget)
-    return [list(token_ids[start : start + budget]) for start in starts]
-
-
 def encode_windows(
     tokenizer, texts: list[str], max_length: int, max_windows: int = MAX_WINDOWS
 ) -> tuple[list[list[int]], list[int]]:
@@ -461,8 +428,7 @@ def encode_windows(
     """
     prefix, suffix = special_token_frame(tokenizer)
     budget = max_length - len(prefix) - len(suffix)
-    stride = max(budget // 2, 1)
-    longest = budget + stride * (max_windows - 1)
+    stride, longest = window_plan(budget, max_windows)
     clipped = [clip_characters(text, longest) for text in texts]
     encoded = tokenizer(clipped, add_special_tokens=False, truncation=False, verbose=False)["input_ids"]
     windows, owner = [], []
@@ -471,20 +437,3 @@ def encode_windows(
             windows.append(prefix + window + suffix)
             owner.append(index)
     return windows, owner
-
-
-def pad_token_ids(
-    token_ids: list[list[int]], pad_id: int, multiple: int | None = None, cap: int | None = None
-) -> dict[str, np.ndarray]:
-    """Right-padded `input_ids` and `attention_mask`, (len(token_ids), longest), the length rounded up to
-    `multiple` but never past `cap`. The same arrays as the tokenizer's `pad`, without its per-item Python work."""
-    longest = max(len(ids) for ids in token_ids)
-    if multiple:
-        longest = -(-longest // multiple) * multiple
-        longest = min(longest, cap) if cap else longest
-    input_ids = np.full((len(token_ids), longest), pad_id, dtype=np.int64)
-    attention_mask = np.zeros((len(token_ids), longest), dtype=np.int64)
-    for row, ids in enumerate(token_ids):
-        input_ids[row, : len(ids)] = ids
-        attention_mask[row, : len(ids)] = 1
-    return {"input_ids": input_ids, "attention_mask": attention_mask}
