@@ -6,6 +6,7 @@ import json
 
 import pandas as pd
 import pytest
+import sklearn.metrics as sk
 
 from evaluation.long_reviews import cli, main, paired_comparison, parse_args
 from inference.predict import Predictor
@@ -48,8 +49,12 @@ def test_long_reviews_are_selected_scored_both_ways_and_reported(tiny_adapter, t
     )
     for mode in ("truncate", "sliding"):
         predictor = Predictor.from_pretrained(tiny_adapter, device="cpu", long_reviews=mode)
-        predicted = predictor.predict_proba(scored["text"].tolist()).argmax(axis=1)
-        assert report[mode]["accuracy"] == pytest.approx((predicted == scored["label"].to_numpy()).mean()), mode
+        probabilities = predictor.predict_proba(scored["text"].tolist())
+        labels, predicted = scored["label"].to_numpy(), probabilities.argmax(axis=1)
+        assert report[mode]["accuracy"] == pytest.approx(sk.accuracy_score(labels, predicted)), mode
+        assert report[mode]["f1"] == pytest.approx(sk.f1_score(labels, predicted, zero_division=0)), mode
+        # The tiny model is near chance, so accuracy alone would miss swapped labels; its ranking would not.
+        assert report[mode]["roc_auc"] == pytest.approx(sk.roc_auc_score(labels, probabilities[:, 1])), mode
         assert report[mode]["reviews_per_second"] > 0
     paired = report["paired"]
     assert sum(paired[key] for key in ("both_right", "both_wrong", "only_truncate_right", "only_sliding_right")) == 6
