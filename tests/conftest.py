@@ -1,9 +1,16 @@
-"""Shared fixtures: slices of the real IMDb data, a tiny randomly initialised DistilBERT, and an
-adapter trained on it in seconds. Everything runs offline on the CPU."""
+"""Shared fixtures: slices of the real IMDb data, a tiny randomly initialised DistilBERT, an adapter trained
+on it in seconds, one Predictor of each kind, and the bad inputs several modules feed the project.
+Everything runs offline on the CPU.
+
+Under CI (the environment variable CI set, as .ci/run sets it) a missing input (the IMDb data, Chromium,
+Playwright, the accelerate command) fails the test that needs it: a run that silently shrinks is not green.
+Elsewhere those tests skip, saying what is missing.
+"""
 
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -18,9 +25,20 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach for the hub
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
+def under_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def missing(reason: str):
+    """A test input is missing: fail under CI (the run must not shrink unnoticed), skip elsewhere."""
+    if under_ci():
+        pytest.fail(f"{reason} (CI is set: a missing input fails the run instead of skipping tests)", pytrace=False)
+    pytest.skip(reason)
+
+
 def require_imdb() -> Path:
     if not (IMDB_DIR / "train.parquet").exists():
-        pytest.skip(f"IMDb parquet files not found in {IMDB_DIR}; set IMDB_DATA_DIR")
+        missing(f"IMDb parquet files not found in {IMDB_DIR}; set IMDB_DATA_DIR")
     return IMDB_DIR
 
 
@@ -80,3 +98,140 @@ def tiny_adapter(tmp_path_factory, tiny_distilbert, small_imdb) -> Path:
     config = tiny_train_config(tiny_distilbert, small_imdb, folder)
     main(config)
     return Path(config.output_dir)
+
+
+@pytest.fixture(scope="session")
+def tiny_predictor(tiny_adapter):
+    """The tiny adapter loaded as the app loads one: the default precision (fp32 on the CPU), calibrated.
+    Shared read-only: the Predictor is built to be shared (the app shares one between sessions)."""
+    from inference.predict import Predictor
+
+    predictor = Predictor.from_pretrained(tiny_adapter, device="cpu")
+    assert predictor.precision == "fp32"
+    return predictor
+
+
+@pytest.fixture(scope="session")
+def shipped_predictor():
+    """The shipped adapter as the app and the CLI load it on the CPU (fp32, calibrated)."""
+    from inference.predict import Predictor
+
+    return Predictor.from_pretrained(SHIPPED_MODEL_DIR, device="cpu")
+
+
+@pytest.fixture(scope="session")
+def pickled_adapter(tiny_adapter, tmp_path_factory) -> Path:
+    """The tiny adapter re-saved by PEFT as adapter_model.bin (pickle), with no safetensors beside it."""
+    from training.model import load_classifier
+
+    folder = tmp_path_factory.mktemp("pickled") / "adapter"
+    shutil.copytree(tiny_adapter, folder)
+    model, _, _ = load_classifier(tiny_adapter, merge=False)
+    (folder / "adapter_model.safetensors").unlink()
+    model.save_pretrained(folder, safe_serialization=False, save_embedding_layers=False)
+    assert (folder / "adapter_model.bin").exists() and not (folder / "adapter_model.safetensors").exists()
+    return folder
+
+
+@pytest.fixture(scope="session")
+def bad_files(tmp_path_factory) -> dict[Path, str]:
+    """Review files no reader can use, each with the words of its one-line refusal (training.data.read_table's)."""
+    folder = tmp_path_factory.mktemp("bad_files")
+    files = {
+        "latin1.txt": ("Un film très réussi\n".encode("latin-1"), "not valid UTF-8"),
+        "latin1.csv": ("text\nUn film très réussi\n".encode("latin-1"), "not valid UTF-8"),
+        "no_column.csv": (b"review\nGreat\n", "no 'text' column"),
+        "binary.parquet": (bytes(range(256)) * 4, "could not be read as parquet"),
+        "binary.csv": (bytes(range(256)) * 8, "could not be read as csv"),
+        "binary.jsonl": (b"\x00\x01\x02{\xff\xfe" * 50, "not valid UTF-8"),
+        "broken.jsonl": (b'{"text": "Great"}\n{"text": \n', "could not be read as jsonl"),
+        "empty.csv": (b"", "is empty"),
+        "empty.jsonl": (b"", "is empty"),
+        "reviews.docx": (b"PK\x03\x04", "unsupported file type"),
+        "header_only.csv": (b"text,label\n", "has no rows"),
+    }
+    refusals = {}
+    for name, (content, message) in files.items():
+        (folder / name).write_bytes(content)
+        refusals[folder / name] = message
+    refusals[folder / "missing.csv"] = "no such file"
+    return refusals
+
+
+def recomputed_validation_metrics(adapter: Path) -> dict:
+    """The adapter's validation metrics computed again, independently of the Trainer: the validation split
+    rebuilt from the settings recorded with the adapter, predicted by the Predictor (uncalibrated, as the
+    Trainer's compute_metrics sees the logits) and scored by scikit-learn."""
+    from sklearn.metrics import accuracy_score, f1_score, roc_auc_score
+
+    from inference.predict import Predictor
+    from training.data import load_train_validation
+    from training.model import SentimentConfig
+
+    settings = SentimentConfig.load(adapter).training
+    data = settings["data"] if Path(settings["data"]).is_absolute() else str(PROJECT_ROOT / settings["data"])
+    _, validation = load_train_validation(
+        data,
+        settings["validation_fraction"],
+        settings["seed"],
+        settings["train_limit"],
+        settings["validation_limit"],
+    )
+    predictor = Predictor.from_pretrained(adapter, device="cpu", precision="fp32", calibrated=False)
+    probabilities = predictor.predict_proba(validation["text"].tolist())
+    labels = validation["label"].to_numpy()
+    return {
+        "num_examples": len(labels),
+        "accuracy": accuracy_score(labels, probabilities.argmax(axis=1)),
+        "f1": f1_score(labels, probabilities.argmax(axis=1)),
+        "roc_auc": roc_auc_score(labels, probabilities[:, 1]),
+    }
+
+
+@pytest.fixture
+def opened_tables(monkeypatch) -> list[str]:
+    """Every file pandas is asked to read during the test (parquet, CSV, JSON): the data a command touched."""
+    opened: list[str] = []
+    for reader in ("read_parquet", "read_csv", "read_json"):
+        real = getattr(pd, reader)
+
+        def recording(path, *args, _real=real, **kwargs):
+            opened.append(str(path))
+            return _real(path, *args, **kwargs)
+
+        monkeypatch.setattr(pd, reader, recording)
+    return opened
+
+
+class StepLog:
+    """Spies on a training run in this process: what Trainer.train was asked to resume from, and the
+    global step after each optimizer step the Trainer actually ran."""
+
+    def __init__(self, monkeypatch):
+        import transformers
+        import transformers.trainer
+
+        self.resumed_from, self.steps = [], []
+        log = self
+
+        class Recorder(transformers.TrainerCallback):
+            def on_step_end(self, args, state, control, **kwargs):
+                log.steps.append(state.global_step)
+
+        real_train = transformers.Trainer.train
+
+        def train(trainer, *args, **kwargs):
+            log.resumed_from.append(kwargs.get("resume_from_checkpoint", args[0] if args else None))
+            return real_train(trainer, *args, **kwargs)
+
+        monkeypatch.setattr(transformers.Trainer, "train", train)
+        monkeypatch.setattr(
+            transformers.trainer, "DEFAULT_CALLBACKS", [*transformers.trainer.DEFAULT_CALLBACKS, Recorder]
+        )
+
+
+@pytest.fixture
+def training_steps(monkeypatch) -> StepLog:
+    """Records, for training runs in this process, the resume_from_checkpoint Trainer.train was given
+    and the global step after each optimizer step actually run."""
+    return StepLog(monkeypatch)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import html
 import io
+import math
 import re
 import shutil
 import subprocess
@@ -77,16 +78,17 @@ def metric_value(app: AppTest, label: str) -> str:
 @pytest.mark.parametrize(
     ("review", "expected"), [(POSITIVE_REVIEW, "POSITIVE"), (NEGATIVE_REVIEW, "NEGATIVE")], ids=["positive", "negative"]
 )
-def test_review_gets_label_confidence_bars_and_device(review, expected, monkeypatch):
+def test_review_gets_label_confidence_bars_and_device(review, expected, monkeypatch, shipped_predictor):
     app = run_app(monkeypatch, review=review)
 
-    assert shown_label(app) == expected
-    confidence = float(metric_value(app, "Confidence").rstrip("%"))
-    assert 50.0 <= confidence <= 100.0
+    # The figures shown are the Predictor's on the same review, as the CLI gives them (computed apart).
+    reference = shipped_predictor.predict_one(review)
+    assert shown_label(app) == expected == reference.label
+    assert metric_value(app, "Confidence") == f"{reference.confidence:.1%}"
     bars = app.get("progress")
-    assert {bar.text.split(":")[0] for bar in bars} == {"POSITIVE", "NEGATIVE"}
-    assert bars[0].text.startswith(expected)  # the most likely class first
-    assert sum(bar.value for bar in bars) == pytest.approx(100, abs=1)
+    ranked = sorted(reference.probabilities.items(), key=lambda item: -item[1])  # the most likely class first
+    assert [bar.text for bar in bars] == [f"{name}: {probability:.1%}" for name, probability in ranked]
+    assert [bar.value for bar in bars] == [int(probability * 100) for _, probability in ranked]  # as st.progress does
     assert any(f"ms on {DEVICE}" in caption.value for caption in app.caption)
     assert [box.value for box in app.sidebar.success] == [f"Running on **{DEVICE}**"]
     assert not app.warning and not app.error
@@ -168,18 +170,29 @@ def test_cap_review_default_is_max_review_chars():
 # ----------------------------------------------------------------------------- uncertain verdicts
 
 
-def test_neutral_sentence_is_uncertain_at_the_default_threshold_and_not_at_50_percent(monkeypatch):
+def test_the_slider_re_judges_the_verdict_where_it_crosses_the_confidence(monkeypatch, shipped_predictor):
+    reference = shipped_predictor.predict_one(NEUTRAL_SENTENCE)
+    assert 0.5 <= reference.confidence < DEFAULT_UNCERTAIN_BELOW  # a neutral sentence: below the default bar
     app = run_app(monkeypatch, review=NEUTRAL_SENTENCE)
     assert shown_label(app) == UNCERTAIN
     leaning = next(caption.value for caption in app.caption if caption.value.startswith("Leans "))
-    assert leaning.split()[1].rstrip(",") in ("POSITIVE", "NEGATIVE")
-    assert f"{DEFAULT_UNCERTAIN_BELOW:.0%}" in leaning
-    confidence = float(metric_value(app, "Confidence").rstrip("%"))
-    assert 50.0 <= confidence < DEFAULT_UNCERTAIN_BELOW * 100
+    assert leaning == f"Leans {reference.label}, below the {DEFAULT_UNCERTAIN_BELOW:.0%} confidence set for a verdict."
+    assert metric_value(app, "Confidence") == f"{reference.confidence:.1%}"
 
-    app.slider(key="uncertain_below").set_value(50).run()  # every two-label prediction is at least 50% sure
-    assert shown_label(app) in ("POSITIVE", "NEGATIVE")
-    assert not any(caption.value.startswith("Leans ") for caption in app.caption)
+    # The slider moves in whole percents: just below the confidence the label shows, just above it
+    # UNCERTAIN again, and below once more: each move re-judges the same prediction.
+    percent = reference.confidence * 100
+    below, above = math.floor(percent), math.floor(percent) + 1
+    for threshold, expected in ((below, reference.label), (above, UNCERTAIN), (below, reference.label)):
+        app.slider(key="uncertain_below").set_value(threshold).run()
+        assert shown_label(app) == expected, threshold
+        leans = [caption.value for caption in app.caption if caption.value.startswith("Leans ")]
+        assert leans == (
+            [f"Leans {reference.label}, below the {threshold}% confidence set for a verdict."]
+            if expected == UNCERTAIN
+            else []
+        )
+        assert metric_value(app, "Confidence") == f"{reference.confidence:.1%}"  # the same prediction throughout
 
 
 @pytest.mark.parametrize(
@@ -384,10 +397,18 @@ def test_uploaded_csv_is_scored_into_a_table_summary_and_download(imdb_dir, monk
     assert [button.label for button in app.get("download_button")] == ["Download the results (CSV)"]
     assert not [path for path in opened_paths if "etc/my reviews" in path]  # the name is only a label
 
+    # The verdicts at the default threshold, then re-judged at 99%: each is the label, or UNCERTAIN below the bar.
+    def expected_verdicts(threshold):
+        return [
+            UNCERTAIN if c < threshold else label for c, label in zip(filled["confidence"], filled["predicted_label"])
+        ]
+
+    assert filled["verdict"].tolist() == expected_verdicts(DEFAULT_UNCERTAIN_BELOW)
     app.slider(key="uncertain_below").set_value(99).run()  # re-judged at the new threshold, not rescored
-    assert (app.dataframe[0].value.drop(index=3)["verdict"] == UNCERTAIN).sum() >= (
-        filled["verdict"] == UNCERTAIN
-    ).sum()
+    rejudged = app.dataframe[0].value.drop(index=3)
+    assert rejudged["confidence"].tolist() == filled["confidence"].tolist()
+    assert rejudged["verdict"].tolist() == expected_verdicts(0.99)
+    assert (rejudged["verdict"] != filled["verdict"]).any()  # some review lies between the two bars: it flipped
     assert not app.get("progress") or all("Scored" not in bar.text for bar in app.get("progress"))
 
     app.file_uploader(key="upload").set_value(None).run()  # file removed: its rows and results go too

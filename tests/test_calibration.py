@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -72,7 +73,7 @@ def test_training_saves_the_temperature_with_the_adapter(tiny_adapter, small_imd
     assert predictor.temperature == pytest.approx(calibration["temperature"])
 
 
-def test_calibrate_rebuilds_the_validation_split_of_an_existing_adapter(tiny_adapter, tmp_path, capsys):
+def test_calibrate_rebuilds_the_validation_split_of_an_existing_adapter(tiny_adapter, tmp_path, capsys, opened_tables):
     from evaluation.calibrate import cli
 
     adapter = tmp_path / "adapter"
@@ -87,6 +88,10 @@ def test_calibrate_rebuilds_the_validation_split_of_an_existing_adapter(tiny_ada
     # Same split and the same model (merged fp32 here, the Trainer's unmerged one there): the same fit.
     assert refitted["temperature"] == pytest.approx(trained["temperature"], rel=1e-3)
     assert refitted["nll_before"] == pytest.approx(trained["nll_before"], rel=1e-4)
+    # Calibration is fitted on the validation split carved from train.parquet; test.parquet lies in the
+    # same folder and is never opened (its reviews measure the adapter, so they must not tune it).
+    assert any(path.endswith("train.parquet") for path in opened_tables)  # the spy saw the read
+    assert not [path for path in opened_tables if Path(path).name.startswith("test.")], opened_tables
 
 
 def test_calibrate_refuses_data_that_does_not_rebuild_the_split(tiny_adapter, small_imdb, tmp_path, capsys):

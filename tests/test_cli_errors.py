@@ -16,11 +16,10 @@ def run(*arguments: str) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture(scope="module")
-def bad_files(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("bad")
+def bad(bad_files, tmp_path_factory):
+    """conftest's bad files (latin1.txt, empty.jsonl) and one file readable as text but not as labelled data."""
+    folder = next(iter(bad_files)).parent
     (folder / "no_label.csv").write_text("text\nA fine film.\nA bad film.\n")
-    (folder / "latin1.txt").write_bytes("Un film très réussi\n".encode("latin-1"))
-    (folder / "empty.jsonl").write_text("")
     return folder
 
 
@@ -38,8 +37,8 @@ def bad_files(tmp_path_factory):
     ],
     ids=["train-no-label", "train-empty-file", "evaluate-no-label", "predict-latin1", "predict-no-adapter"],
 )
-def test_user_mistakes_exit_2_with_one_clear_line(bad_files, command, message):
-    result = run(*[part.format(bad=bad_files) for part in command])
+def test_user_mistakes_exit_2_with_one_clear_line(bad, command, message):
+    result = run(*[part.format(bad=bad) for part in command])
     assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1].startswith("error: ") and message in result.stderr

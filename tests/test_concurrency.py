@@ -5,6 +5,7 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 
 import pandas as pd
+import pytest
 
 from inference.predict import Predictor
 
@@ -12,9 +13,17 @@ THREADS = 16
 PREDICTIONS_PER_THREAD = 100
 
 
-def test_sixteen_threads_on_one_predictor_get_exactly_the_sequential_results(tiny_adapter, small_imdb):
-    # The app's configuration: the default precision (fp32 on the CPU), one review per call.
-    predictor = Predictor.from_pretrained(tiny_adapter, device="cpu")
+@pytest.mark.parametrize("precision", ["auto", "int8"])
+def test_sixteen_threads_on_one_predictor_get_exactly_the_sequential_results(
+    precision, tiny_predictor, tiny_adapter, small_imdb
+):
+    # The app's configuration: the default precision (fp32 on the CPU), one review per call; and int8,
+    # the CPU speed option, whose quantized kernels keep their own state.
+    if precision == "auto":
+        predictor = tiny_predictor
+    else:
+        predictor = Predictor.from_pretrained(tiny_adapter, device="cpu", precision=precision)
+        assert predictor.precision == "int8"
     reviews = pd.read_parquet(small_imdb / "test.parquet")["text"].tolist()[:PREDICTIONS_PER_THREAD]
     sequential = [predictor.predict_one(review) for review in reviews]
 

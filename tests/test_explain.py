@@ -33,9 +33,10 @@ RELATIVE_TOLERANCE = 0.01
 
 
 @pytest.fixture(scope="module")
-def shipped() -> Predictor:
-    # fp32: the exact path, and it saves loading the model twice (int8 would explain with an fp32 copy).
-    return Predictor.from_pretrained(SHIPPED_MODEL_DIR, device="cpu", precision="fp32")
+def shipped(shipped_predictor) -> Predictor:
+    # fp32 (the CPU default): the exact path, and no second model (int8 would explain with an fp32 copy).
+    assert shipped_predictor.precision == "fp32"
+    return shipped_predictor
 
 
 @pytest.fixture(scope="module")
@@ -44,8 +45,8 @@ def shipped_explanation(shipped) -> Explanation:
 
 
 @pytest.fixture(scope="module")
-def tiny(tiny_adapter) -> Predictor:
-    return Predictor.from_pretrained(tiny_adapter, device="cpu", precision="fp32")
+def tiny(tiny_predictor) -> Predictor:
+    return tiny_predictor
 
 
 def completeness_error(explanation: Explanation) -> float:

@@ -5,8 +5,12 @@ from __future__ import annotations
 import json
 
 import pandas as pd
+import pytest
+import sklearn.metrics as sk
 
 from evaluation.long_reviews import cli, main, paired_comparison, parse_args
+from inference.predict import Predictor
+from training.data import stratified_subset
 
 
 def test_long_reviews_are_selected_scored_both_ways_and_reported(tiny_adapter, tmp_path, capsys):
@@ -39,8 +43,19 @@ def test_long_reviews_are_selected_scored_both_ways_and_reported(tiny_adapter, t
     assert report["data"]["reviews"] == 10 and report["data"]["longer_than_max_length"] == 8
     assert report["data"]["scored"] == 6 and report["data"]["tokens_of_scored"]["median"] > 128
     assert report["windows_per_review"] > 1  # every scored review needs more than one window
+    # The 6 scored reviews, scored again apart by a Predictor in each mode: the same accuracies.
+    scored = stratified_subset(
+        pd.DataFrame({"text": long_positive + long_negative, "label": [1] * 4 + [0] * 4}), 6, seed=0
+    )
     for mode in ("truncate", "sliding"):
-        assert 0.0 <= report[mode]["accuracy"] <= 1.0 and report[mode]["reviews_per_second"] > 0
+        predictor = Predictor.from_pretrained(tiny_adapter, device="cpu", long_reviews=mode)
+        probabilities = predictor.predict_proba(scored["text"].tolist())
+        labels, predicted = scored["label"].to_numpy(), probabilities.argmax(axis=1)
+        assert report[mode]["accuracy"] == pytest.approx(sk.accuracy_score(labels, predicted)), mode
+        assert report[mode]["f1"] == pytest.approx(sk.f1_score(labels, predicted, zero_division=0)), mode
+        # The tiny model is near chance, so accuracy alone would miss swapped labels; its ranking would not.
+        assert report[mode]["roc_auc"] == pytest.approx(sk.roc_auc_score(labels, probabilities[:, 1])), mode
+        assert report[mode]["reviews_per_second"] > 0
     paired = report["paired"]
     assert sum(paired[key] for key in ("both_right", "both_wrong", "only_truncate_right", "only_sliding_right")) == 6
 

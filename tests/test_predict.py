@@ -18,8 +18,8 @@ from training.model import ModelLoadError
 
 
 @pytest.fixture(scope="module")
-def predictor(tiny_adapter) -> Predictor:
-    return Predictor.from_pretrained(tiny_adapter, device="cpu")
+def predictor(tiny_predictor) -> Predictor:
+    return tiny_predictor
 
 
 def test_predictions_are_distributions_in_input_order(predictor):
@@ -42,14 +42,43 @@ def test_empty_text_is_refused_clearly(predictor, text):
         predictor.predict_one(text)
 
 
-def test_a_one_megabyte_review_is_predicted_quickly(predictor):
-    import time
+class TokenizerSpy:
+    """Stands in for a Predictor's tokenizer: records the length of every text it is given to tokenize."""
+
+    def __init__(self, tokenizer):
+        self.tokenizer, self.lengths = tokenizer, []
+
+    def __call__(self, texts, *args, **kwargs):
+        self.lengths += [len(texts)] if isinstance(texts, str) else [len(text) for text in texts]
+        return self.tokenizer(texts, *args, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self.tokenizer, name)
+
+
+@pytest.mark.parametrize("long_reviews", ["truncate", "sliding"])
+def test_a_one_megabyte_review_is_clipped_before_the_tokenizer_sees_it(predictor, long_reviews, monkeypatch):
+    from training.data import CHARS_PER_TOKEN_BOUND, MAX_WINDOWS
 
     text = "This film is a triumph of patience. " * 30_000  # ~1 MB
-    started = time.perf_counter()
-    prediction = predictor.predict_one(text)
-    assert time.perf_counter() - started < 5
+    reader = Predictor(
+        predictor.model,
+        TokenizerSpy(predictor.tokenizer),
+        predictor.config,
+        predictor.device,
+        predictor.model_dir,
+        long_reviews=long_reviews,
+    )
+    prediction = reader.predict_one(text)
     assert abs(sum(prediction.probabilities.values()) - 1) < 1e-6
+    # What keeps a huge review as cheap as a long one: the tokenizer gets both ends of it, at most
+    # CHARS_PER_TOKEN_BOUND characters per token the model can read (sliding: per token of all its windows),
+    # never the megabyte. Asserted instead of a time, which depends on the machine and its load.
+    tokens = predictor.config.max_length
+    if long_reviews == "sliding":
+        tokens = (tokens - 2) + (tokens - 2) // 2 * (MAX_WINDOWS - 1)  # the tokens MAX_WINDOWS windows can read
+    budget = 2 * tokens * CHARS_PER_TOKEN_BOUND + 1
+    assert max(reader.tokenizer.lengths) == budget < len(text) / 10
 
 
 def test_truncation_keeps_head_and_tail():
@@ -98,37 +127,19 @@ def test_cli_reads_stdin(tiny_adapter):
     assert [json.loads(line)["text"] for line in result.stdout.splitlines()] == ["Loved it.", "Hated it."]
 
 
-def bad_inputs(tmp_path):
-    latin1 = tmp_path / "latin1.txt"
-    latin1.write_bytes("Un film très réussi\n".encode("latin-1"))
-    no_column = tmp_path / "no_column.csv"
-    no_column.write_text("review\nGreat\n")
-    binary = tmp_path / "binary.parquet"
-    binary.write_bytes(bytes(range(256)) * 4)
-    empty = tmp_path / "empty.csv"
-    empty.write_text("")
-    word = tmp_path / "reviews.docx"
-    word.write_bytes(b"PK\x03\x04")
-    header_only = tmp_path / "header_only.csv"
-    header_only.write_text("text,label\n")
-    return {
-        header_only: "has no rows",
-        latin1: "not valid UTF-8",
-        no_column: "no 'text' column",
-        binary: "could not be read",
-        empty: "is empty",
-        word: "unsupported file type",
-        tmp_path / "missing.csv": "no such file",
-    }
-
-
-def test_bad_files_get_one_clear_message(tmp_path, tiny_adapter, capsys):
-    for path, message in bad_inputs(tmp_path).items():
+def test_bad_files_get_one_clear_message(bad_files, tiny_adapter, capsys):
+    for path, message in bad_files.items():
         with pytest.raises(DataError, match=message):
             read_table(path)
         assert cli(["--model", str(tiny_adapter), "--file", str(path)]) == 2
         error = capsys.readouterr().err
         assert error.startswith("error: ") and message in error and "Traceback" not in error
+
+
+def test_blank_lines_are_rows_flagged_later_not_an_error(tmp_path):
+    path = tmp_path / "header_only.txt"
+    path.write_bytes(b"\n\n")
+    assert read_table(path)["text"].tolist() == ["", ""]
 
 
 def test_cli_refuses_empty_text_and_unknown_output_type(tiny_adapter, tmp_path, capsys):
@@ -148,11 +159,7 @@ def test_missing_and_corrupt_adapters_are_reported(tiny_adapter, tmp_path, capsy
     with pytest.raises(ModelLoadError, match="corrupt"):
         Predictor.from_pretrained(corrupt)
 
-    pickled = tmp_path / "pickled"
-    shutil.copytree(tiny_adapter, pickled)
-    (pickled / "adapter_model.safetensors").rename(pickled / "adapter_model.bin")
-    with pytest.raises(ModelLoadError, match="safetensors only"):
-        Predictor.from_pretrained(pickled)
+    # Pickle (.bin) adapters: test_reliability.py::test_pickle_adapter_is_refused_unless_trusted.
 
     assert cli(["--model", str(corrupt), "Fine film."]) == 2
     assert "corrupt" in capsys.readouterr().err
@@ -177,11 +184,37 @@ def test_sliding_windows_match_truncation_on_short_reviews_and_read_all_of_long_
     sliding = Predictor.from_pretrained(tiny_adapter, device="cpu", precision="fp32", long_reviews="sliding")
     short = ["A superb, moving film.", "Dreadful."]
     assert np.allclose(exact.predict_proba(short), sliding.predict_proba(short), atol=1e-6)
-    # A long review whose verdict sits only in its middle: truncation cannot see it, windows can.
-    long_review = "filler " * 600 + "x " * 3 + "filler " * 600
-    assert not np.allclose(exact.predict_logits([long_review]), sliding.predict_logits([long_review]))
-    probabilities = sliding.predict_proba([long_review, "Fine."])
+    probabilities = sliding.predict_proba(["filler " * 1200, "Fine."])
     assert np.allclose(probabilities.sum(axis=1), 1.0)
+
+
+def test_sliding_windows_read_a_verdict_that_sits_only_in_the_middle(shipped_predictor):
+    # About 1,600 tokens: 640 of narration on each side of a verdict (about 220 tokens). Head+tail truncation
+    # keeps 128 + 382 tokens of narration and never sees the middle; windows read all of it.
+    truncating = shipped_predictor
+    sliding = Predictor(
+        truncating.model,
+        truncating.tokenizer,
+        truncating.config,
+        truncating.device,
+        truncating.model_dir,
+        truncating.precision,
+        truncating.temperature,
+        long_reviews="sliding",
+    )
+    filler = "The film was shown at the cinema on Tuesday evening and it ran for two hours. " * 40
+    middles = {
+        "NEGATIVE": "A dreadful, boring mess: awful acting, a stupid script, I hated every minute. " * 12,
+        "POSITIVE": "A wonderful, moving masterpiece: superb acting, a brilliant script, I loved every minute. " * 12,
+    }
+    reviews = {verdict: filler + middle + filler for verdict, middle in middles.items()}
+    unread = truncating.predict_logits([filler + filler])
+    for verdict, review in reviews.items():
+        assert truncating.predict_one(middles[verdict]).label == verdict  # the middle alone: a clear verdict
+        # Truncation: exactly the logits of the narration alone, whatever the middle says ...
+        assert np.array_equal(truncating.predict_logits([review]), unread)
+        # ... windows: the middle's verdict.
+        assert sliding.predict_one(review).label == verdict, verdict
 
 
 def test_fp32_is_the_cpu_default_and_int8_is_selectable(tiny_adapter):

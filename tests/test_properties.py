@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from inference.predict import EmptyTextError, Predictor, predict_table
+from inference.predict import EmptyTextError, Predictor, TextError, predict_table
 from tests.conftest import PROJECT_ROOT
 
 MAX_CHARS = 100_000
@@ -34,13 +34,13 @@ any_text = st.one_of(short_texts, long_texts, blank_texts, st.sampled_from(["", 
 
 
 @pytest.fixture(scope="module")
-def predictor(tiny_adapter) -> Predictor:
-    return Predictor.from_pretrained(tiny_adapter, device="cpu")  # the default precision (fp32 on the CPU)
+def predictor(tiny_predictor) -> Predictor:
+    return tiny_predictor  # the default precision: fp32 on the CPU, the exact path
 
 
 @pytest.fixture(scope="module")
-def exact_predictor(tiny_adapter) -> Predictor:
-    return Predictor.from_pretrained(tiny_adapter, device="cpu", precision="fp32")
+def exact_predictor(tiny_predictor) -> Predictor:
+    return tiny_predictor
 
 
 def assert_valid(prediction) -> None:
@@ -91,9 +91,11 @@ def test_the_longest_review_is_predicted(predictor):
 
 # Python strings can hold lone surrogates, which are not Unicode text: the CLI gets them from non-UTF-8
 # bytes in its arguments (surrogateescape). They get one clear error, never a tokenizer traceback.
-def test_a_lone_surrogate_gets_a_clear_value_error(predictor):
-    with pytest.raises(ValueError):
+def test_a_lone_surrogate_gets_the_projects_text_error(predictor):
+    # TextError, not any ValueError: the tokenizer's own UnicodeEncodeError is a ValueError too.
+    with pytest.raises(TextError, match=r"^Review 1 holds bytes that are not UTF-8 text .* iconv -f latin1") as error:
         predictor.predict_one("caf\udce9 is great")
+    assert type(error.value) is TextError
 
 
 def test_non_utf8_bytes_on_the_command_line_give_one_error_line(tiny_adapter):

@@ -3,8 +3,6 @@ and a short LoRA run on the packaged all-MiniLM-L6-v2 base."""
 
 from __future__ import annotations
 
-import json
-
 import pandas as pd
 import pytest
 
@@ -12,29 +10,40 @@ from tests.conftest import SHIPPED_MODEL_DIR, tiny_train_config
 from training.data import stratified_subset
 
 SAMPLE_SIZE = 300
-# A fixed sample of 300 reviews estimates accuracy with a standard error of about 1.5 points at 93%:
-# 5 points is more than three standard errors, so a failure means the adapter or the inference
-# path really got worse, not sampling noise.
-MARGIN = 0.05
+# The shipped adapter's figures on that fixed sample, measured with this test's own code (fp32 on the CPU:
+# Predictor.from_pretrained(trained_model, device="cpu"), the path the app and the CLI take): 278 of 300
+# right, F1 0.9286, ECE 0.0328 with the temperature saved with the adapter (1.7696). They are pinned here,
+# not read from trained_model/metrics.json, which train.py and evaluate.py --record rewrite: a worse
+# adapter must not lower its own bar.
+PINNED = {"accuracy": 278 / 300, "f1": 0.928571, "expected_calibration_error": 0.032849}
+PINNED_TEMPERATURE = 1.769602
+# Half a point: more than one review (0.33 points), less than two. fp32 on the CPU is deterministic on one
+# machine; on another the matrix kernels (AVX2 against AVX-512, other thread counts) sum in another order
+# and move probabilities by about 1e-6, which could flip at most a review sitting at 0.5. A whole point was
+# the first choice, but measured on this sample it misses real regressions: head-only truncation scores
+# 276/300 with ECE 0.0414 (+0.86 points), 256 tokens 276/300 with ECE 0.0429, int8 as the CPU default
+# 277/300 with ECE 0.0462 (+1.34 points). At half a point each of them fails (int8 on its ECE).
+TOLERANCE = 0.005
 
 
 @pytest.mark.slow
-def test_shipped_adapter_keeps_its_recorded_accuracy(imdb_dir):
+def test_shipped_adapter_keeps_its_pinned_figures_on_a_fixed_sample(imdb_dir, shipped_predictor):
     from evaluation.metrics import classification_metrics
-    from inference.predict import Predictor
 
-    recorded = json.loads((SHIPPED_MODEL_DIR / "metrics.json").read_text())
-    reference = recorded.get("test", recorded["validation"])["accuracy"]
     sample = stratified_subset(
         pd.read_parquet(imdb_dir / "test.parquet", columns=["text", "label"]), SAMPLE_SIZE, seed=0
     )
-    predictor = Predictor.from_pretrained(SHIPPED_MODEL_DIR, device="cpu")
-    metrics = classification_metrics(sample["label"].to_numpy(), predictor.predict_proba(sample["text"].tolist()))
-    print(
-        f"shipped adapter on {SAMPLE_SIZE} test reviews: accuracy {metrics['accuracy']:.4f} (recorded {reference:.4f})"
+    metrics = classification_metrics(
+        sample["label"].to_numpy(), shipped_predictor.predict_proba(sample["text"].tolist())
     )
-    assert metrics["accuracy"] >= reference - MARGIN
-    assert metrics["f1"] >= reference - MARGIN
+    print(
+        f"shipped adapter on {SAMPLE_SIZE} test reviews: "
+        + ", ".join(f"{key} {metrics[key]:.4f} (pinned {value:.4f})" for key, value in PINNED.items())
+    )
+    for key, value in PINNED.items():
+        assert metrics[key] == pytest.approx(value, abs=TOLERANCE), key
+    assert shipped_predictor.temperature == pytest.approx(PINNED_TEMPERATURE, abs=TOLERANCE)
+    assert (shipped_predictor.precision, shipped_predictor.config.max_length) == ("fp32", 512)
 
 
 @pytest.mark.slow
