@@ -58,7 +58,8 @@ from training.tiny_model import DISTILBERT_BASE_SHAPE, TINY_DISTILBERT_SHAPE, ra
 DEFAULT_DATA_DIR = Path(os.environ.get("IMDB_DATA_DIR", PROJECT_ROOT.parent / "shared" / "data" / "imdb"))
 RESULTS_DIR = PROJECT_RESULTS_DIR / "benchmarks"
 PARTS = ("inference", "cli", "app", "gpu-train", "gpu-inference", "onnx")
-CHROMIUM = "/usr/bin/chromium"
+# Debian and Ubuntu name the browser chromium (or chromium-browser); Google's build is google-chrome.
+BROWSER_NAMES = ("chromium", "chromium-browser", "google-chrome")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"]
 # Instruction sets that decide the CPU's matrix-multiply limit (fp32 FMA width, int8 dot products, bf16, AMX tiles).
 CPU_FLAGS_CHECKED = (
@@ -675,17 +676,23 @@ def bench_app(config: BenchConfig, model_dir: Path, inference_result: dict | Non
     return result
 
 
+def find_browser() -> str | None:
+    """The first Chromium-family browser on PATH (the one scripts/install_test_tools.sh checked), or None."""
+    return next((found for name in BROWSER_NAMES if (found := shutil.which(name))), None)
+
+
 def browser_first_prediction(model_dir: Path, threads: int | None) -> dict:
     """`streamlit run app.py` as a user starts it; headless Chromium types a review and waits for the verdict."""
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
         return {"skipped": "playwright is not installed (scripts/install_test_tools.sh)"}
-    if not shutil.which(CHROMIUM):
-        return {"skipped": f"{CHROMIUM} not found"}
+    chromium = find_browser()
+    if chromium is None:
+        return {"skipped": f"no browser found ({', '.join(BROWSER_NAMES)})"}
     environment = {"SENTIMENT_MODEL_DIR": str(model_dir), **thread_environment(threads)}
     with running_app(env=environment) as server, sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        browser = playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
         page = browser.new_page()
         page.goto(server.url, timeout=60_000)
         review_box = page.get_by_role("textbox", name="Movie review")

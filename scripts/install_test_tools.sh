@@ -5,7 +5,7 @@
 # for) is kept only if it starts headless; a broken one, such as Ubuntu's snap stub, gets Debian's chromium.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-pip install -q -r requirements-dev.txt
+pip install -q -r requirements-dev.txt -c constraints.txt
 usable_browser() {
   local name
   for name in chromium chromium-browser google-chrome; do

@@ -14,20 +14,17 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import shutil
 import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
+from benchmarks.benchmark import find_browser
 from inference.app_server import running_app
 from tests.conftest import PROJECT_ROOT, missing, require_imdb
 
-# Debian and Ubuntu name the browser chromium (or chromium-browser); Google's build is google-chrome.
-CHROMIUM = next(
-    (found for name in ("chromium", "chromium-browser", "google-chrome") if (found := shutil.which(name))), None
-)
+CHROMIUM = find_browser()
 CHROMIUM_ARGS = [
     "--no-sandbox",
     "--disable-gpu",
