@@ -190,7 +190,7 @@ def recomputed_validation_metrics(adapter: Path) -> dict:
 
 @pytest.fixture
 def opened_tables(monkeypatch) -> list[str]:
-    """Every file pandas is asked to read during the test (parquet, CSV, JSON): the data a command touched."""
+    """Every file pandas or pyarrow is asked to read during the test (parquet, CSV, JSON): the data a command touched."""
     opened: list[str] = []
     for reader in ("read_parquet", "read_csv", "read_json"):
         real = getattr(pd, reader)
@@ -200,6 +200,20 @@ def opened_tables(monkeypatch) -> list[str]:
             return _real(path, *args, **kwargs)
 
         monkeypatch.setattr(pd, reader, recording)
+    # training.data reads Parquet through pyarrow itself (its metadata first, to refuse a decompression bomb).
+    import pyarrow.parquet as pq
+
+    class RecordingParquetFile(pq.ParquetFile):
+        def __init__(self, source, *args, **kwargs):
+            opened.append(str(source))
+            super().__init__(source, *args, **kwargs)
+
+    def recording_schema(where, *args, _real=pq.read_schema, **kwargs):
+        opened.append(str(where))
+        return _real(where, *args, **kwargs)
+
+    monkeypatch.setattr(pq, "ParquetFile", RecordingParquetFile)
+    monkeypatch.setattr(pq, "read_schema", recording_schema)
     return opened
 
 
