@@ -11,10 +11,12 @@ model_loader) the page must not wait for torch's import to be drawn.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import hashlib
 import html
 import os
 import re
+import sys
 import tempfile
 import threading
 import time
@@ -416,6 +418,21 @@ class WorkQueue:
             with self._condition:
                 self._running -= 1
                 self._condition.notify_all()
+            release_freed_memory()
+
+
+def release_freed_memory() -> bool:
+    """Hand memory that heavy work freed back to the operating system (glibc's malloc_trim; Linux only).
+
+    Each session's page runs on its own thread, and glibc keeps what a thread freed in that thread's arena: in the
+    load test every explanation left 350-500 MB resident for good (608 MB, then 1,107, 1,459, 1,854 after three).
+    Trimming after each heavy job takes milliseconds. Returns whether a trim ran."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        return bool(ctypes.CDLL("libc.so.6").malloc_trim(0) or True)
+    except (OSError, AttributeError):  # not glibc (musl, say): nothing to trim
+        return False
 
 
 def heavy_work_queue() -> WorkQueue:
