@@ -12,12 +12,20 @@ MAX_BATCH_ROWS; the app reads uploads from their bytes and never opens a path a 
 
 This file is the page: main() and small *_ui() functions. The logic behind it (limits, verdicts, the
 explanation's HTML, uploads and their results) lives in inference/app_logic.py, which needs no Streamlit.
+
+It is also the server: `streamlit run app.py` finds `app = st.App(...)` at the bottom and serves this file as
+the page through it. Its start-up hook (`server_lifespan`) starts loading the model in a background thread
+before the first visitor arrives, and `GET /api/ready` answers 200 once the model can answer (503 while it
+loads or after a failed load): the readiness check. The page imports nothing that pulls in PyTorch until
+the model is there, so it is drawn at once while the model loads.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -35,7 +43,6 @@ from inference.app_logic import (
     UNCERTAIN,
     UPLOAD_TYPES,
     Busy,
-    ModelLoader,
     cap_review,
     code_span,
     confidence_histogram,
@@ -46,6 +53,7 @@ from inference.app_logic import (
     highlight_html,
     legend_html,
     model_dir_from_env,
+    model_loader,
     percent,
     read_upload,
     results_frame,
@@ -55,11 +63,11 @@ from inference.app_logic import (
     verdict,
     verdict_counts,
 )
-from inference.explain import DEFAULT_STEPS
-from inference.predict import EmptyTextError, Prediction, Predictor
 from training.data import DataError, spreadsheet_safe
 from training.failures import write_traceback
-from training.model import ModelLoadError, metrics_unreadable
+
+if TYPE_CHECKING:  # the modules behind these import torch: imported where used, once the model is there
+    from inference.predict import Prediction, Predictor
 
 REVIEW_KEY = "review"
 BATCH_KEY = "batch_result"
@@ -75,14 +83,6 @@ LABEL_STYLE = {
     "NEGATIVE": ("red", ":material/thumb_down:"),
     UNCERTAIN: ("gray", ":material/help:"),
 }
-
-
-@st.cache_resource(show_spinner=False)
-def model_loader(model_dir: str) -> ModelLoader:
-    # One loader per adapter folder, shared by every session (so SENTIMENT_MODEL_DIR elsewhere loads that folder,
-    # not a stale model). It loads in a background thread: the page is drawn and usable while the model loads.
-    # A failed load is tried again on the next visit or click (e.g. after a fix on disk).
-    return ModelLoader(model_dir)
 
 
 def log_unexpected(what: str, error: BaseException) -> None:
@@ -104,6 +104,8 @@ def queue_notice(slot, what: str):
 
 def sidebar_ui(info: dict) -> None:
     """What is loaded and where it runs, with the metrics the adapter was shipped with."""
+    from training.model import metrics_unreadable
+
     sidebar = st.sidebar
     sidebar.header("Model")
     # A box, not st.metric: a GPU's name ("GPU: NVIDIA H100 80GB HBM3") wraps here instead of being cut off.
@@ -202,6 +204,8 @@ def result_ui(prediction: Prediction, threshold: float, elapsed_ms: float, devic
 
 def explain_ui(predictor: Predictor, text: str) -> None:
     """On request, the review with its words coloured by how they pushed the prediction (seconds on a CPU)."""
+    from inference.explain import DEFAULT_STEPS
+
     stored = st.session_state.get(EXPLANATION_KEY)
     if stored is None or stored[0] != text:  # none yet, or one for an earlier review
         slot = st.empty()
@@ -268,6 +272,8 @@ def single_review_ui(predictor: Predictor | None, threshold: float) -> None:
         )
     if predictor is None:  # still loading: the box is usable, the prediction comes once the model is ready
         return
+    from inference.predict import EmptyTextError
+
     try:
         started = time.perf_counter()
         prediction = predictor.predict_one(text)
@@ -479,10 +485,14 @@ def page() -> None:
     st.write(
         "Paste a movie review, or upload a file of them, and a LoRA-tuned transformer tells you whether each is positive or negative."
     )
+    # One loader per adapter folder per server, shared by every session (so SENTIMENT_MODEL_DIR elsewhere loads that
+    # folder, not a stale model); started when the server starts (server_lifespan), else on this first visit.
     loader = model_loader(model_dir_from_env())
     if not st.session_state.pop(POLL_KEY, False):  # a visit or a click, not a poll: a failed load is tried again
         loader.retry()
     if loader.state == "failed":
+        from training.model import ModelLoadError
+
         if isinstance(loader.error, ModelLoadError):
             st.error(f"The model could not be loaded. {loader.error}")
         else:
@@ -511,5 +521,30 @@ def page() -> None:
         st.rerun()
 
 
-if __name__ == "__main__":
+# ----------------------------------------------------------------------------- the server (streamlit run app.py)
+
+
+@contextlib.asynccontextmanager
+async def server_lifespan(_app):
+    """Runs as the server starts, before it answers: starts loading the model in a background thread and returns
+    at once, so the health check and the page come within a second or two while the model loads."""
+    model_loader(model_dir_from_env())
+    yield
+
+
+async def ready_endpoint(_request):
+    """GET /api/ready: 200 and {"state": "ready", ...} once the model answers; 503 while it loads or if it failed."""
+    from starlette.responses import JSONResponse
+
+    answer = model_loader(model_dir_from_env()).readiness()
+    return JSONResponse(answer, status_code=200 if answer["state"] == "ready" else 503)
+
+
+READY_PATH = "/api/ready"
+
+if __name__ == "__main__":  # Streamlit runs this file as the page, once per visit and click
     main()
+else:  # imported by `streamlit run app.py` (it finds `app` below) to serve the page: the server itself
+    from starlette.routing import Route
+
+    app = st.App(__file__, lifespan=server_lifespan, routes=[Route(READY_PATH, ready_endpoint, methods=["GET"])])
