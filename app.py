@@ -220,7 +220,9 @@ def explain_ui(predictor: Predictor, text: str) -> None:
                     f"Weighing each word (Integrated Gradients: {DEFAULT_STEPS} passes through the model, up to a minute on a CPU)…"
                 ):
                     started = time.perf_counter()
-                    explanation = predictor.explain(text, n_steps=DEFAULT_STEPS)
+                    explanation = predictor.explain(
+                        text, n_steps=DEFAULT_STEPS, tokens_per_pass=app_logic.EXPLAIN_TOKENS_PER_PASS
+                    )
         except Busy as error:
             notice.warning(str(error), icon=":material/hourglass_disabled:")
             return

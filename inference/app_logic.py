@@ -56,6 +56,9 @@ MAX_DECODED_MB = 4 * MAX_UPLOAD_MB
 # the server accepts (a typed review, widget values) or sends (an upload's results table).
 MAX_MESSAGE_MB = 3 * MAX_UPLOAD_MB
 SCORE_CHUNK = 64  # reviews per progress-bar step
+# Explanations in the app take their gradients 4,096 tokens a pass (the library's default is 8,192): every
+# session shares this one process, so half the working memory is worth a slightly slower explanation.
+EXPLAIN_TOKENS_PER_PASS = 4096
 BATCH_SIZE = 32
 CLI_HINT = "python inference/predict.py --file reviews.csv --output predictions.csv"
 UPLOAD_LIMITS = ReadLimits(

@@ -97,12 +97,13 @@ def explain(
     text: str,
     n_steps: int = DEFAULT_STEPS,
     internal_batch_size: int | None = None,
+    tokens_per_pass: int = TOKENS_PER_PASS,
 ) -> Explanation:
     """Integrated Gradients word attributions for the predictor's prediction on `text`.
 
     `n_steps`: integration points (more: a smaller convergence_delta, proportionally slower).
-    `internal_batch_size`: interpolated copies per forward/backward pass (None: about TOKENS_PER_PASS
-    tokens a pass). Raises the Predictor's EmptyTextError for a blank text, like `predict`.
+    `internal_batch_size`: interpolated copies per forward/backward pass (None: about `tokens_per_pass`
+    tokens a pass; fewer tokens a pass hold less memory and take a little longer). Raises the Predictor's EmptyTextError for a blank text, like `predict`.
     """
     if n_steps < 1 or (internal_batch_size is not None and internal_batch_size < 1):
         raise ValueError(
@@ -116,7 +117,7 @@ def explain(
         raise ValueError(f"Explanations need a two-label model; this one has {len(labels)} labels.")
     review = encode_with_words(predictor.tokenizer, text, predictor.config.max_length, predictor.config.truncation)
     baseline_ids = padded_baseline(review.token_ids, review.content, predictor.tokenizer.pad_token_id)
-    internal_batch_size = internal_batch_size or max(TOKENS_PER_PASS // len(review.token_ids), 1)
+    internal_batch_size = internal_batch_size or max(tokens_per_pass // len(review.token_ids), 1)
     piece_scores, prediction_minus_baseline, delta = integrated_gradients(
         attribution_model(predictor), review.token_ids, baseline_ids, n_steps, internal_batch_size
     )

@@ -177,11 +177,13 @@ class Predictor:
     def predict_one(self, text: str) -> Prediction:
         return self.predict([text])[0]
 
-    def explain(self, text: str, n_steps: int = 50):
-        """Which words pushed this prediction towards each label: an `inference.explain.Explanation`."""
+    def explain(self, text: str, n_steps: int = 50, tokens_per_pass: int | None = None):
+        """Which words pushed this prediction towards each label: an `inference.explain.Explanation`.
+        `tokens_per_pass`: a smaller working set for the gradients (None: inference.explain's default)."""
         from inference.explain import explain  # imported here: captum loads only when explaining
 
-        return explain(self, text, n_steps=n_steps)
+        options = {} if tokens_per_pass is None else {"tokens_per_pass": tokens_per_pass}
+        return explain(self, text, n_steps=n_steps, **options)
 
     def _forward(self, token_ids: list[list[int]], batch_size: int, progress: bool) -> np.ndarray:
         """Logits for already-encoded inputs, run longest first so each batch pads to similar lengths."""

@@ -298,3 +298,11 @@ def test_cli_explain_as_a_script_names_the_empty_review(tiny_adapter):
     assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1] == "error: Review 2 is empty; give some text to classify."
+
+
+def test_a_smaller_pass_gives_the_same_attributions(tiny_predictor):
+    # The app explains with fewer tokens a pass (less memory in the shared process): the same integral.
+    text = "A wonderful, moving film. The plot was thin but the acting superb."
+    default, small = tiny_predictor.explain(text), tiny_predictor.explain(text, tokens_per_pass=64)
+    assert [word.word for word in small.words] == [word.word for word in default.words]
+    assert all(abs(a.score - b.score) <= 1e-5 for a, b in zip(small.words, default.words))
