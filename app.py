@@ -530,6 +530,7 @@ def page() -> None:
 async def server_lifespan(_app):
     """Runs as the server starts, before it answers: starts loading the model in a background thread and returns
     at once, so the health check and the page come within a second or two while the model loads."""
+    app_logic.limit_malloc_arenas()
     model_loader(model_dir_from_env())
     yield
 
