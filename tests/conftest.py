@@ -200,6 +200,16 @@ def opened_tables(monkeypatch) -> list[str]:
             return _real(path, *args, **kwargs)
 
         monkeypatch.setattr(pd, reader, recording)
+    # The project's own reader opens Parquet through pyarrow, not pandas: record what it is asked for too.
+    import training.data
+
+    real_read_table = training.data.read_table
+
+    def read_table(path, *args, **kwargs):
+        opened.append(str(path))
+        return real_read_table(path, *args, **kwargs)
+
+    monkeypatch.setattr(training.data, "read_table", read_table)
     return opened
 
 
