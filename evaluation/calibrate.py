@@ -52,6 +52,9 @@ def main(args: argparse.Namespace) -> dict:
         split["seed"],
         split["train_limit"],
         split["validation_limit"],
+        split["text_column"],
+        split["label_column"],
+        SentimentConfig.load(args.model).labels,  # the ids the adapter was trained on, in its own order
     )
     expected = read_metrics(args.model).get("validation", {}).get("num_examples")
     if expected is not None and expected != len(validation):
@@ -98,6 +101,8 @@ def recorded_split(model_dir: Path, data: str | None) -> dict:
         "seed": recorded["seed"],
         "train_limit": recorded.get("train_limit"),
         "validation_limit": recorded.get("validation_limit"),
+        "text_column": recorded.get("text_column", "text"),
+        "label_column": recorded.get("label_column", "label"),
     }
 
 

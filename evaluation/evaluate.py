@@ -23,9 +23,9 @@ import numpy as np
 from evaluation.metrics import classification_metrics, reliability_bins, softmax
 from inference import options
 from inference.predictor import Predictor
-from training import failures, storage
-from training.data import DataError, load_split, stratified_subset
-from training.model import METRICS_FILE, ModelLoadError, read_metrics
+from training import failures, model_card, storage
+from training.data import DataError, label_ids, load_split, stratified_subset
+from training.model import METRICS_FILE, ModelLoadError, SentimentConfig, check_adapter_folder, read_metrics
 from training.paths import RESULTS_DIR
 
 
@@ -55,7 +55,11 @@ def main(args: argparse.Namespace) -> dict:
     """Evaluate; returns the report that is also written to OUTPUT_DIR/report.json."""
     if args.limit is not None and args.limit < 2:
         raise DataError("--limit must be at least 2.")
-    frame = load_split(args.data, args.split)
+    frame = load_split(args.data, args.split, args.text_column, args.label_column)
+    # The adapter's labels, from its record, so a label it does not know is refused before its weights load.
+    check_adapter_folder(args.model, args.trust_pickle_weights)
+    label_names = SentimentConfig.load(args.model).labels
+    frame["label"] = label_ids(frame["label"], label_names, f"{args.data} ({args.split})")
     blank = frame["text"].str.strip() == ""
     frame = stratified_subset(frame[~blank], args.limit, args.seed)
     predictor = Predictor.from_pretrained(args.model, device=args.device, trust_pickle=args.trust_pickle_weights)
@@ -65,13 +69,15 @@ def main(args: argparse.Namespace) -> dict:
     seconds = time.perf_counter() - started
     labels = frame["label"].to_numpy()
     probabilities = softmax(logits / predictor.temperature)  # what the Predictor serves
-    metrics = classification_metrics(labels, probabilities)
+    metrics = classification_metrics(labels, probabilities, predictor.labels)
 
     report = {
         "metrics": metrics,
         "data": {
             "source": str(args.data),
             "split": args.split,
+            "text_column": args.text_column,
+            "label_column": args.label_column,
             "limit": args.limit,
             "seed": args.seed,
             "num_examples": len(frame),
@@ -93,15 +99,27 @@ def main(args: argparse.Namespace) -> dict:
     )
     storage.write_json(args.output_dir / "report.json", report)
     if args.record:
-        record_test_metrics(args.model, metrics, report["data"])
+        report["model_card"] = record_test_metrics(args.model, metrics, report["data"], report["plots"])
     return report
 
 
-def record_test_metrics(model_dir: Path, metrics: dict, data: dict) -> None:
-    """Keep the adapter's test figures beside its validation figures, where the app and tests read them."""
+def record_test_metrics(model_dir: Path, metrics: dict, data: dict, plots: dict[str, str] | None = None) -> bool:
+    """Keep the adapter's test figures beside its validation figures, where the app and tests read them, and
+    rewrite its model card with them and the plots (copied into the folder's evaluation/) when the card was
+    written by the code (a hand-written card, like the shipped adapter's, is left alone). Returns whether
+    the card was rewritten."""
     recorded = read_metrics(model_dir)
     recorded["test"] = {**metrics, "data": data}
     storage.write_json(Path(model_dir) / METRICS_FILE, recorded)  # atomic: the app reads it on every rerun
+    if not model_card.is_generated(model_dir):
+        return False
+    shown = {}
+    for name, path in (plots or {}).items():
+        target = Path(model_dir) / "evaluation" / Path(path).name
+        target.parent.mkdir(exist_ok=True)
+        storage.write_bytes(target, Path(path).read_bytes())
+        shown[name.replace("_", " ")] = f"evaluation/{target.name}"
+    return model_card.write_model_card(model_dir, shown)
 
 
 def calibration_before_after(labels, logits, temperature: float) -> dict:
@@ -132,7 +150,9 @@ def write_plots(labels, probabilities, metrics, calibration, label_names, folder
 
     paths = {name: folder / f"{name}.png" for name in ("confusion_matrix", "roc_curve", "reliability_diagram")}
 
-    figure, axis = plt.subplots(figsize=(4.5, 4))
+    ticks = list(range(len(label_names)))
+    side = 4.5 + 0.4 * max(len(label_names) - 2, 0)
+    figure, axis = plt.subplots(figsize=(side, side - 0.5))
     matrix = np.array(metrics["confusion_matrix"])
     axis.imshow(matrix, cmap="Blues")
     for (row, column), count in np.ndenumerate(matrix):
@@ -146,8 +166,8 @@ def write_plots(labels, probabilities, metrics, calibration, label_names, folder
             fontsize=12,
         )
     axis.set(
-        xticks=[0, 1],
-        yticks=[0, 1],
+        xticks=ticks,
+        yticks=ticks,
         xticklabels=label_names,
         yticklabels=label_names,
         xlabel="predicted",
@@ -159,22 +179,32 @@ def write_plots(labels, probabilities, metrics, calibration, label_names, folder
     plt.close(figure)
 
     figure, axis = plt.subplots(figsize=(4.5, 4))
-    if metrics["roc_auc"] is not None:
+    if len(label_names) == 2 and metrics["roc_auc"] is not None:
         false_positive, true_positive, _ = roc_curve(labels, probabilities[:, 1])
         axis.plot(false_positive, true_positive, label=f"ROC-AUC {metrics['roc_auc']:.4f}")
+    elif len(label_names) > 2:  # one curve per label against the rest
+        for index, name in enumerate(label_names):
+            if 0 < (labels == index).sum() < len(labels):
+                false_positive, true_positive, _ = roc_curve(labels == index, probabilities[:, index])
+                axis.plot(false_positive, true_positive, label=f"{name} vs rest")
     axis.plot([0, 1], [0, 1], linestyle="--", color="grey", label="chance")
-    axis.set(xlabel="false positive rate", ylabel="true positive rate", title="ROC curve")
+    title = "ROC curve" if len(label_names) == 2 else "ROC curves, one-vs-rest"
+    if len(label_names) > 2 and metrics["roc_auc"] is not None:
+        title += f" (macro AUC {metrics['roc_auc']:.4f})"
+    axis.set(xlabel="false positive rate", ylabel="true positive rate", title=title)
     axis.legend(loc="lower right")
     figure.tight_layout()
     save_figure(figure, paths["roc_curve"])
     plt.close(figure)
 
-    plot_reliability(calibration, paths["reliability_diagram"])
+    plot_reliability(calibration, paths["reliability_diagram"], len(label_names))
     return {name: str(path) for name, path in paths.items()}
 
 
-def plot_reliability(calibration: dict, path: Path) -> None:
-    """Reliability diagram before and after temperature scaling: two panels with the same axes."""
+def plot_reliability(calibration: dict, path: Path, num_labels: int = 2) -> None:
+    """Reliability diagram before and after temperature scaling: two panels with the same axes.
+
+    The top label's confidence is never below 1 / num_labels, where the x axis starts."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -204,7 +234,7 @@ def plot_reliability(calibration: dict, path: Path) -> None:
         for centre, b in zip(centres, filled):  # how many reviews each bar stands for, at its foot
             axis.text(centre, 0.02, str(b["count"]), ha="center", va="bottom", fontsize=7, rotation=90)
         axis.set(
-            xlim=(0.45, 1.0),
+            xlim=(max(1 / num_labels - 0.05, 0.0), 1.0),
             ylim=(0, 1),
             xlabel="confidence",
             title=f"{name} (T = {side['temperature']:.3f}): ECE {side['expected_calibration_error']:.4f}",
@@ -234,9 +264,11 @@ def cli(argv: list[str] | None = None) -> int:
     metrics, calibration = report["metrics"], report["calibration"]
     # ROC-AUC is undefined (None) when the data holds one label only.
     roc_auc = "undefined (one label only)" if metrics["roc_auc"] is None else f"{metrics['roc_auc']:.4f}"
+    averaged = "" if len(metrics["labels"]) == 2 else "macro "  # with more labels: macro averages, one-vs-rest AUC
     print(
-        f"{report['data']['num_examples']} reviews: accuracy {metrics['accuracy']:.4f}, precision {metrics['precision']:.4f}, "
-        f"recall {metrics['recall']:.4f}, F1 {metrics['f1']:.4f}, ROC-AUC {roc_auc}, "
+        f"{report['data']['num_examples']} reviews: accuracy {metrics['accuracy']:.4f}, {averaged}precision "
+        f"{metrics['precision']:.4f}, {averaged}recall {metrics['recall']:.4f}, {averaged}F1 {metrics['f1']:.4f}, "
+        f"{averaged}ROC-AUC {roc_auc}, "
         f"ECE {calibration['uncalibrated']['expected_calibration_error']:.4f} -> {metrics['expected_calibration_error']:.4f} "
         f"and log loss {calibration['uncalibrated']['log_loss']:.4f} -> {metrics['log_loss']:.4f} with temperature "
         f"{calibration['temperature']:.3f} ({report['speed']['reviews_per_second']} reviews/s on "

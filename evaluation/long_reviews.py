@@ -24,7 +24,7 @@ from inference import options
 from inference.options import positive_int
 from inference.predictor import LONG_REVIEW_MODES, Predictor
 from training import failures, storage
-from training.data import DataError, encode_windows, load_split, stratified_subset
+from training.data import DataError, encode_windows, label_ids, load_split, stratified_subset
 from training.model import ModelLoadError
 from training.paths import RESULTS_DIR
 
@@ -56,11 +56,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(args: argparse.Namespace) -> dict:
     """Score the long reviews both ways; returns the report also written to --output."""
-    frame = load_split(args.data, args.split)
+    frame = load_split(args.data, args.split, args.text_column, args.label_column)
     frame = frame[frame["text"].str.strip() != ""].reset_index(drop=True)
     truncating = Predictor.from_pretrained(
         args.model, device=args.device, precision=args.precision, long_reviews="truncate"
     )
+    frame["label"] = label_ids(frame["label"], truncating.labels, f"{args.data} ({args.split})")
     max_length = truncating.config.max_length
     lengths = token_counts(truncating.tokenizer, frame["text"].tolist())
     long_frame = frame[lengths > max_length].assign(tokens=lengths[lengths > max_length]).reset_index(drop=True)
@@ -102,7 +103,7 @@ def main(args: argparse.Namespace) -> dict:
         "windows_per_review": round(windows / len(scored), 2),
     }
     for mode, result in modes.items():
-        metrics = classification_metrics(labels, softmax(result["logits"] / truncating.temperature))
+        metrics = classification_metrics(labels, softmax(result["logits"] / truncating.temperature), truncating.labels)
         report[mode] = {
             **{
                 key: metrics[key]

@@ -6,12 +6,22 @@
 
     python inference/predict.py --explain "The acting was wonderful but the plot was terrible."
 
-Method: Integrated Gradients (Sundararajan et al., 2017) of one scalar, logit(POSITIVE) - logit(NEGATIVE),
-with respect to the output of the input word-embedding layer, summed over the embedding dimensions
-of each word piece and then over the pieces of each word. A word's score is in logit units: positive
-pushed towards POSITIVE, negative towards NEGATIVE, and all scores together add up to the model's
-output minus its output on the baseline (completeness), up to `convergence_delta`, the error of the
-numerical integral that Captum reports.
+Method: Integrated Gradients (Sundararajan et al., 2017) of one scalar with respect to the output of the
+input word-embedding layer, summed over the embedding dimensions of each word piece and then over the
+pieces of each word. The scalar (`Explanation.target`):
+
+- two labels: logit(POSITIVE) - logit(NEGATIVE) (the second label's logit minus the first's), whatever
+  the prediction: a positive score pushed towards POSITIVE, a negative one towards NEGATIVE;
+- more labels: the predicted label's logit minus the mean of the other labels' logits. A positive score
+  pushed towards the predicted label, a negative one away from it, towards the others. We chose this
+  over the predicted label's logit alone because a logit means nothing by itself (adding a constant to
+  every logit changes no probability), and over its log-probability because that is not linear in the
+  logits, so completeness would no longer split the logit margin that decides the label. With two labels
+  it is half the binary target, so the binary case keeps its own (and its sign follows POSITIVE).
+
+A word's score is in logit units, and all scores together add up to the target at the input minus at
+the baseline (completeness), up to `convergence_delta`, the error of the numerical integral that Captum
+reports.
 
 This is exactly Captum's LayerIntegratedGradients on the word-embedding layer (a test checks that they
 agree), computed as IntegratedGradients on `inputs_embeds` instead: no hook is put on the layer, so a
@@ -58,7 +68,7 @@ class WordAttribution:
     word: str  # the word as it appears in the text
     start: int  # character offsets of the word in Explanation.text (text[start:end] == word)
     end: int
-    score: float  # > 0 pushed towards POSITIVE, < 0 towards NEGATIVE (sum over its word pieces)
+    score: float  # > 0 pushed towards Explanation.towards, < 0 towards Explanation.away (sum over its word pieces)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,9 +81,11 @@ class Explanation:
     prediction_minus_baseline: float  # F(input) - F(baseline) for that target
     convergence_delta: float  # sum(scores) - (F(input) - F(baseline)), from Captum
     truncated: bool = False  # True when the review was longer than max_length: `words` cover its kept head and tail
+    towards: str = "POSITIVE"  # the label a positive score pushes towards: POSITIVE, or the predicted label (N > 2)
+    away: str = "NEGATIVE"  # where a negative score pushes: NEGATIVE, or "the other labels" (N > 2)
 
     def top(self, k: int = 5, direction: str = "positive") -> list[WordAttribution]:
-        """The k words that pushed hardest towards POSITIVE ("positive") or NEGATIVE ("negative"), strongest first."""
+        """The k words that pushed hardest towards `towards` ("positive") or `away` ("negative"), strongest first."""
         if direction not in DIRECTIONS:
             raise ValueError(f"direction must be one of {', '.join(DIRECTIONS)}, not '{direction}'.")
         sign = 1.0 if direction == "positive" else -1.0
@@ -113,13 +125,18 @@ def explain(
     # the Predictor's own error class, before any other work.
     prediction = predictor.predict_one(text)
     labels = predictor.labels
-    if len(labels) != 2:
-        raise ValueError(f"Explanations need a two-label model; this one has {len(labels)} labels.")
+    if len(labels) == 2:
+        explained, target = None, f"logit({labels[1]}) - logit({labels[0]})"
+        towards, away = labels[1], labels[0]
+    else:
+        explained = labels.index(prediction.label)
+        target = f"logit({prediction.label}) - mean logit of the other {len(labels) - 1} labels"
+        towards, away = prediction.label, "the other labels"
     review = encode_with_words(predictor.tokenizer, text, predictor.config.max_length, predictor.config.truncation)
     baseline_ids = padded_baseline(review.token_ids, review.content, predictor.tokenizer.pad_token_id)
     internal_batch_size = internal_batch_size or max(tokens_per_pass // len(review.token_ids), 1)
     piece_scores, prediction_minus_baseline, delta = integrated_gradients(
-        attribution_model(predictor), review.token_ids, baseline_ids, n_steps, internal_batch_size
+        attribution_model(predictor), review.token_ids, baseline_ids, n_steps, internal_batch_size, explained
     )
     words = [
         WordAttribution(word=text[start:end], start=start, end=end, score=float(sum(piece_scores[i] for i in pieces)))
@@ -130,10 +147,12 @@ def explain(
         label=prediction.label,
         confidence=prediction.confidence,
         words=words,
-        target=f"logit({labels[1]}) - logit({labels[0]})",
+        target=target,
         prediction_minus_baseline=prediction_minus_baseline,
         convergence_delta=delta,
         truncated=review.truncated,
+        towards=towards,
+        away=away,
     )
 
 
@@ -184,9 +203,15 @@ def padded_baseline(token_ids: list[int], content: range, pad_token_id: int | No
 
 
 def integrated_gradients(
-    model, token_ids: list[int], baseline_ids: list[int], n_steps: int, internal_batch_size: int
+    model,
+    token_ids: list[int],
+    baseline_ids: list[int],
+    n_steps: int,
+    internal_batch_size: int,
+    explained: int | None = None,
 ) -> tuple[list[float], float, float]:
-    """Per-token attributions of logit(label 1) - logit(label 0), F(input) - F(baseline), and Captum's delta."""
+    """Per-token attributions of the target, F(input) - F(baseline), and Captum's delta. The target:
+    logit(label 1) - logit(label 0) when `explained` is None, else logit(explained) - mean of the other logits."""
     from captum.attr import IntegratedGradients  # imported here: only explaining pays its start-up cost
 
     device = next(model.parameters()).device
@@ -194,8 +219,11 @@ def integrated_gradients(
 
     def logit_difference(embeddings: torch.Tensor) -> torch.Tensor:  # (batch, tokens, hidden) -> (batch,)
         # One unpadded sequence: the default attention mask (every token visible) is the Predictor's.
-        logits = model(inputs_embeds=embeddings).logits.float()
-        return logits[:, 1] - logits[:, 0]
+        logits = model(inputs_embeds=embeddings).logits.float()  # (batch, labels)
+        if explained is None:
+            return logits[:, 1] - logits[:, 0]
+        others = torch.cat([logits[:, :explained], logits[:, explained + 1 :]], dim=1)
+        return logits[:, explained] - others.mean(dim=1)
 
     # inference_mode(False): a caller (a Streamlit session, a test) may have turned gradients off.
     with torch.inference_mode(False), torch.enable_grad():
@@ -324,8 +352,7 @@ def print_explanations(predictor, texts: list[str], as_json: bool = False, k: in
         text = explanation.text
         shown = text if len(text) <= 70 else text[:67] + "..."
         print(f"{explanation.label:<8} {explanation.confidence:.3f}  {shown}")
-        negative, positive = predictor.labels
-        for direction, label in (("positive", positive), ("negative", negative)):
+        for direction, label in (("positive", explanation.towards), ("negative", explanation.away)):
             top = ", ".join(f"{word.word} {word.score:+.2f}" for word in explanation.top(k, direction)) or "(none)"
             print(f"  towards {label}: {top}")
         note = "; a long review: only its kept head and tail were read" if explanation.truncated else ""

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from training import storage
+from training import storage  # the standard library only: no torch, no pandas
 from training.text import (
     TRUNCATION_STRATEGIES,
     check_texts,
@@ -73,7 +73,7 @@ class ExportRecord:
         data = dataclasses.asdict(self)
         for key in ("labels", "prefix_ids", "suffix_ids"):
             data[key] = list(data[key])
-        storage.write_json(Path(folder) / EXPORT_RECORD_FILE, data)
+        storage.write_json(Path(folder) / EXPORT_RECORD_FILE, data)  # atomic, like every file written for a user
 
     @classmethod
     def load(cls, folder: Path) -> ExportRecord:

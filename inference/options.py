@@ -39,6 +39,19 @@ def add_labelled_data(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--split", default="test", help="Split to read from a folder or the hub (default: %(default)s)."
     )
+    add_text_column(parser, "--data")
+    parser.add_argument(
+        "--label-column",
+        default="label",
+        help="Column of --data holding the labels: the adapter's label names, or whole numbers (0 is its first "
+        "label, unless its labels are numbers themselves). Default: %(default)s",
+    )
+
+
+def add_text_column(parser: argparse.ArgumentParser, where: str) -> None:
+    parser.add_argument(
+        "--text-column", default="text", help=f"Column of {where} holding the reviews (default: %(default)s)."
+    )
 
 
 def add_training_data(parser: argparse.ArgumentParser) -> None:

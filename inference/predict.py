@@ -28,6 +28,7 @@ from inference.predictor import (  # noqa: F401
     TextError,
     is_unicode_text,
     predict_table,
+    probability_column,
     resolve_precision,
 )
 from training import failures, storage
@@ -62,15 +63,24 @@ def write_predictions(frame, path: Path) -> None:
         ) from error
 
 
+def probability(value: str) -> float:
+    """argparse type for --uncertain-below: a number between 0 and 1."""
+    try:
+        number = float(value)
+    except ValueError:
+        number = -1.0
+    if not 0 <= number <= 1:
+        raise argparse.ArgumentTypeError(f"must be a probability between 0 and 1, not '{value}'")
+    return number
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("texts", nargs="*", help="Reviews to classify. None: read one review per line from stdin.")
     parser.add_argument(
         "--file", type=Path, help="Reviews to classify: .txt (one a line), .csv, .jsonl or .parquet with a text column."
     )
-    parser.add_argument(
-        "--text-column", default="text", help="Column holding the reviews in --file (default: %(default)s)."
-    )
+    options.add_text_column(parser, "--file")
     limits = ReadLimits()
     parser.add_argument(
         "--trust-large-files",
@@ -99,6 +109,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--no-calibration",
         action="store_true",
         help="Report raw softmax probabilities instead of temperature-scaled ones.",
+    )
+    parser.add_argument(
+        "--uncertain-below",
+        type=probability,
+        default=None,
+        help="Add a verdict: the top label, or UNCERTAIN when its (calibrated) probability is below this, e.g. 0.75. "
+        "With N labels the top probability is at least 1/N. Default: no verdict, the top label alone.",
     )
     parser.add_argument("--json", action="store_true", help="Print JSON lines instead of a table.")
     parser.add_argument(
@@ -156,10 +173,17 @@ def main(args: argparse.Namespace) -> list[dict]:
         from inference.explain import print_explanations  # captum loads only when explaining
 
         return print_explanations(predictor, texts, as_json=args.json)
+    uncertain_below = getattr(args, "uncertain_below", None)
     if launch is None:
-        rows = predict_table(predictor, texts, args.batch_size, progress=args.file is not None)
+        rows = predict_table(predictor, texts, args.batch_size, args.file is not None, uncertain_below)
     else:
-        score = functools.partial(predict_table, predictor, batch_size=args.batch_size, progress=launch.is_main)
+        score = functools.partial(
+            predict_table,
+            predictor,
+            batch_size=args.batch_size,
+            progress=launch.is_main,
+            uncertain_below=uncertain_below,
+        )
         rows = distributed.score_in_shares(launch, texts, score, args.output)
         if rows is None:  # not the main process: its share reaches --output through the main process
             return []
@@ -178,11 +202,15 @@ def main(args: argparse.Namespace) -> list[dict]:
         for record in result.to_dict(orient="records"):
             print(json.dumps(record, ensure_ascii=False))
     else:
+        width = max(8, *(len(label) for label in predictor.labels))
         for text, row in zip(texts, rows):
             shown = text if len(text) <= 70 else text[:67] + "..."
-            verdict = (
-                f"{row['predicted_label']:<8} {row['confidence']:.3f}" if not row["error"] else f"{'-':<8} {'-':>5}"
-            )
+            label = row.get("verdict") or row["predicted_label"]
+            verdict = f"{label:<{width}} {row['confidence']:.3f}" if not row["error"] else f"{'-':<{width}} {'-':>5}"
+            if len(predictor.labels) > 2 and not row["error"]:  # two labels: the other's is 1 - confidence
+                verdict += (
+                    "  (" + ", ".join(f"{name} {row[probability_column(name)]:.2f}" for name in predictor.labels) + ")"
+                )
             print(f"{verdict}  {shown}")
     return rows
 

@@ -30,6 +30,7 @@ from training.paths import DEFAULT_MODEL_DIR
 from training.text import GPU_LENGTH_MULTIPLE, Prediction, check_texts, pad_token_ids
 
 # Re-exported: the command line, the app and the tests import these from here.
+from training.text import UNCERTAIN as UNCERTAIN
 from training.text import EmptyTextError as EmptyTextError
 from training.text import TextError as TextError
 from training.text import is_unicode_text as is_unicode_text
@@ -215,16 +216,27 @@ class Predictor:
         )
 
 
-def predict_table(predictor: Predictor, texts: list[str], batch_size: int, progress: bool) -> list[dict]:
-    """One result row per text, in order; empty texts are flagged, not dropped."""
+def probability_column(label: str) -> str:
+    """The batch-scoring column holding a label's probability: p_negative, p_positive, p_neutral, ..."""
+    return f"p_{label.lower()}"
+
+
+def predict_table(
+    predictor: Predictor, texts: list[str], batch_size: int, progress: bool, uncertain_below: float | None = None
+) -> list[dict]:
+    """One result row per text, in order: the top label, its confidence, one probability column per label
+    (probability_column) and, with `uncertain_below`, a `verdict` (the label or UNCERTAIN). Empty texts are
+    flagged, not dropped. `predictor` is a Predictor or an OnnxPredictor."""
     filled = [i for i, text in enumerate(texts) if text.strip()]
     predictions = predictor.predict([texts[i] for i in filled], batch_size, progress) if filled else []
-    rows = [{"predicted_label": "", "confidence": None, "error": "empty text"} for _ in texts]
+    verdict = {} if uncertain_below is None else {"verdict": ""}
+    rows = [{"predicted_label": "", "confidence": None, **verdict, "error": "empty text"} for _ in texts]
     for index, prediction in zip(filled, predictions):
         rows[index] = {
             "predicted_label": prediction.label,
             "confidence": round(prediction.confidence, 6),
-            **{f"p_{label.lower()}": round(p, 6) for label, p in prediction.probabilities.items()},
+            **({} if uncertain_below is None else {"verdict": prediction.verdict(uncertain_below)}),
+            **{probability_column(label): round(p, 6) for label, p in prediction.probabilities.items()},
             "error": "",
         }
     return rows

@@ -76,7 +76,7 @@ def test_labelled_file_without_labels_is_refused(tiny_adapter, tmp_path, capsys)
     assert "no 'label' column" in capsys.readouterr().err
     path.write_text("text,label\nGood.,yes\nBad.,0\n")
     assert cli(["--model", str(tiny_adapter), "--data", str(path)]) == 2
-    assert "labels other than 0" in capsys.readouterr().err
+    assert "label 'yes' not among the adapter's labels (NEGATIVE, POSITIVE)" in capsys.readouterr().err
 
 
 def test_file_with_one_label_is_evaluated_without_roc_auc(tiny_adapter, tmp_path, capsys):

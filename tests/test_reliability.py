@@ -327,11 +327,11 @@ def test_max_length_beyond_the_base_is_refused_before_any_weights_load(
     [
         ("review,label\nGreat,1\nBad,0\n", "no 'text' column"),
         ("text,sentiment\nGreat,1\nBad,0\n", "no 'label' column"),
-        ("text,label\nGreat,2\nBad,0\nFine,pos\n", "labels other than 0 (negative) and 1 (positive): 2, pos"),
+        ("text,label\nGreat,2\nBad,0\nFine,pos\n", "each label needs at least two reviews"),
         ("text,label\n", "no rows"),
         ("", "is empty"),
     ],
-    ids=["no-text-column", "no-label-column", "labels-not-0-1", "header-only", "empty-file"],
+    ids=["no-text-column", "no-label-column", "one-review-per-label", "header-only", "empty-file"],
 )
 def test_bad_training_data_is_refused_before_the_base_loads(
     content, message, tiny_distilbert, tmp_path, capsys, no_weights_load

@@ -1,10 +1,15 @@
 """The one place that builds, saves and loads the sentiment classifier.
 
-A classifier is a pretrained encoder (`AutoModelForSequenceClassification`, two labels) whose
+A classifier is a pretrained encoder (`AutoModelForSequenceClassification`, one output per label) whose
 attention and feed-forward layers carry a LoRA adapter (PEFT). The classification head is new, so
 it is trained in full and saved with the adapter. An adapter folder describes itself: PEFT's
 `adapter_config.json` and `adapter_model.safetensors`, the tokenizer, and `sentiment_config.json`
 with the base model id, labels, max length and truncation it was trained with.
+
+Labels: `sentiment_config.json` lists the label names in output order; loading builds the base with
+that many outputs and `id2label`/`label2id` from them (`label_maps`). PEFT saves no model config.json
+(one beside adapter_config.json would make transformers read the folder as a full model), so plain PEFT
+takes the names from the same record: see the model card's "With PEFT alone".
 """
 
 from __future__ import annotations
@@ -21,8 +26,9 @@ from urllib.parse import urlparse
 import torch
 
 from training import storage
+from training.text import BINARY_LABELS
 
-LABELS = ("NEGATIVE", "POSITIVE")
+LABELS = BINARY_LABELS  # the default: an adapter trained on 0/1 labels, or one saved before labels were recorded
 ID2LABEL = dict(enumerate(LABELS))
 LABEL2ID = {label: index for index, label in ID2LABEL.items()}
 
@@ -187,8 +193,18 @@ def load_base_config(base_model: str):
     return _from_pretrained(AutoConfig, resolve_base_source(base_model), f"base model '{base_model}'")
 
 
-def load_base_classifier(base_model: str, dtype: torch.dtype = torch.float32):
-    """The pretrained encoder with a fresh two-label head (not yet adapted)."""
+def label_maps(labels: tuple[str, ...] | list[str]) -> dict:
+    """`num_labels`, `id2label` and `label2id` for a model config, from the label names in output order."""
+    labels = tuple(labels)
+    return {
+        "num_labels": len(labels),
+        "id2label": dict(enumerate(labels)),
+        "label2id": {label: index for index, label in enumerate(labels)},
+    }
+
+
+def load_base_classifier(base_model: str, dtype: torch.dtype = torch.float32, labels: tuple[str, ...] = LABELS):
+    """The pretrained encoder with a fresh head of one output per label (not yet adapted)."""
     from transformers import AutoModelForSequenceClassification
 
     source = resolve_base_source(base_model)
@@ -197,9 +213,7 @@ def load_base_classifier(base_model: str, dtype: torch.dtype = torch.float32):
             AutoModelForSequenceClassification,
             source,
             f"base model '{base_model}'",
-            num_labels=len(LABELS),
-            id2label=ID2LABEL,
-            label2id=LABEL2ID,
+            **label_maps(labels),
             dtype=dtype,
             use_safetensors=True,
         )
@@ -264,10 +278,10 @@ def add_lora(model, lora: LoraSettings):
     return get_peft_model(model, config)
 
 
-def build_classifier(base_model: str, lora: LoraSettings):
-    """A trainable classifier: the pretrained base with LoRA, ready for the Trainer."""
+def build_classifier(base_model: str, lora: LoraSettings, labels: tuple[str, ...] = LABELS):
+    """A trainable classifier: the pretrained base with LoRA and a head for `labels`, ready for the Trainer."""
     # Checkpoints keep the local weights folder as base; save_adapter records the portable id.
-    return add_lora(load_base_classifier(base_model), lora)
+    return add_lora(load_base_classifier(base_model, labels=labels), lora)
 
 
 # ----------------------------------------------------------------------------- saving and loading
@@ -382,6 +396,12 @@ def check_adapter_fits_base(folder: Path, base, config: SentimentConfig, trained
             else:  # a weight kept whole (the head): same name, same shape; other PEFT entries are PEFT's to check
                 target = parameters.get(name)
                 fits = target is None or tuple(target.shape) == shape
+            if not fits and target is not None and _head_outputs_differ(shape, tuple(target.shape), len(config.labels)):
+                raise ModelLoadError(
+                    f"The adapter at {folder} is inconsistent: its head {name} has {shape[0]} outputs but "
+                    f"{SENTIMENT_CONFIG_FILE} lists {len(config.labels)} labels ({', '.join(config.labels)}). "
+                    f"Restore the folder or retrain it."
+                )
             if not fits:
                 found = "has no such layer" if target is None else f"has {tuple(target.shape)}"
                 raise ModelLoadError(
@@ -389,6 +409,11 @@ def check_adapter_fits_base(folder: Path, base, config: SentimentConfig, trained
                     f"being loaded on: its {name} is {shape} but that base {found}. It records '{trained_on}' as its "
                     f"base in {ADAPTER_CONFIG_FILE}. Load it on the base it was trained on, or retrain it."
                 )
+
+
+def _head_outputs_differ(saved: tuple, built: tuple, num_labels: int) -> bool:
+    """A head weight or bias that differs from the one built only in its number of outputs (its first axis)."""
+    return len(saved) == len(built) and built[0] == num_labels != saved[0] and saved[1:] == built[1:]
 
 
 def load_classifier(
@@ -412,7 +437,7 @@ def load_classifier(
     except (OSError, ValueError, TypeError, KeyError, AttributeError) as error:
         raise ModelLoadError(f"The adapter at {folder} is corrupt ({error}). Retrain it or restore it.") from error
     check_same_base(folder, config, trained_on)
-    base = load_base_classifier(config.base_model)
+    base = load_base_classifier(config.base_model, labels=config.labels)
     try:
         if (folder / ADAPTER_WEIGHTS_FILE).exists():
             check_adapter_fits_base(folder, base, config, trained_on)

@@ -12,6 +12,8 @@ import dataclasses
 import numpy as np
 
 TRUNCATION_STRATEGIES = ("head", "tail", "head_tail")
+# The names an adapter trained on 0/1 labels gets: label 0 is NEGATIVE, label 1 POSITIVE.
+BINARY_LABELS = ("NEGATIVE", "POSITIVE")
 # Sun et al. (2019), "How to Fine-Tune BERT for Text Classification": keeping the first 128 and
 # the last 382 tokens of a long IMDb review beats keeping only the beginning or only the end.
 HEAD_FRACTION = 128 / 510
@@ -33,11 +35,22 @@ class EmptyTextError(TextError):
     """A review with no text: there is nothing to predict."""
 
 
+# What a prediction less confident than the caller's threshold is shown as (Prediction.verdict).
+UNCERTAIN = "UNCERTAIN"
+
+
 @dataclasses.dataclass(frozen=True)
 class Prediction:
-    label: str
+    label: str  # the top label, whatever the number of labels
     confidence: float  # probability of `label`
-    probabilities: dict[str, float]  # every label's probability; they sum to 1
+    probabilities: dict[str, float]  # every label's probability, in the adapter's label order; they sum to 1
+
+    def verdict(self, uncertain_below: float | None = None) -> str:
+        """The label, or UNCERTAIN when the confidence is below `uncertain_below` (None: always the label).
+        With N labels the top label's probability is at least 1 / N, so a useful threshold lies above that."""
+        if uncertain_below is not None and self.confidence < uncertain_below:
+            return UNCERTAIN
+        return self.label
 
 
 def is_unicode_text(text: str) -> bool:

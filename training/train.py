@@ -42,11 +42,14 @@ from training.model import (
     save_adapter,
     write_calibration,
 )
+from training.model_card import write_model_card
 from training.paths import DEFAULT_MODEL_DIR, PROJECT_ROOT, RESULTS_DIR
 
 PADDING_CHOICES = ("dynamic", "max_length")
 ATTENTION_CHOICES = ("auto", "sdpa", "eager")
 PRECISION_CHOICES = ("auto", "fp32", "bf16", "fp16")
+REPORT_TO_CHOICES = ("tensorboard", "wandb", "mlflow", "none")
+CLASS_WEIGHT_CHOICES = ("none", "balanced")
 RECIPES_DIR = Path(__file__).resolve().parent / "recipes"  # checked-in recipes, shipped as package data
 SCRIPT = "training/train.py"
 
@@ -79,6 +82,29 @@ class TrainConfig:
         "hub",
         "Labelled reviews: 'hub' (stanfordnlp/imdb), a hub dataset id, a folder with train.parquet, "
         "or a parquet/CSV/JSONL file with text and label columns. Offline: --data ../shared/data/imdb",
+    )
+    text_column: str = option("text", "Column of --data holding the reviews.")
+    label_column: str = option(
+        "label",
+        "Column of --data holding the labels: names (negative, neutral, ...) or whole numbers. 0/1 alone become "
+        "NEGATIVE/POSITIVE; other numbers and names are the label names.",
+    )
+    labels: str | None = option(
+        None,
+        "The label names in output order, comma-separated (e.g. negative,neutral,positive); default: the data's "
+        "labels sorted. With whole-number labels that are not names, 0 is the first name, 1 the second, ...",
+    )
+    class_weights: str = option(
+        "none",
+        "none (default), or balanced: weight each label's loss by the inverse of its share of the training split "
+        "(n / (labels * count)), for imbalanced data.",
+        choices=CLASS_WEIGHT_CHOICES,
+    )
+    report_to: str = option(
+        "tensorboard",
+        "Experiment tracking the Trainer logs to: tensorboard (default; off when it is not installed), wandb, "
+        "mlflow (each needs its package) or none.",
+        choices=REPORT_TO_CHOICES,
     )
     output_dir: str = option(str(DEFAULT_MODEL_DIR), "Where the finished adapter goes (replaced only when complete).")
     results_dir: str = option(str(RESULTS_DIR), "Checkpoints, TensorBoard logs and train_results.json.")
@@ -139,9 +165,24 @@ class TrainConfig:
             rank=self.lora_rank, alpha=self.lora_alpha, dropout=self.lora_dropout, targets=self.lora_targets
         )
 
+    def label_names(self) -> tuple[str, ...] | None:
+        """--labels as a tuple of names (None when not given)."""
+        return tuple(name.strip() for name in self.labels.split(",")) if self.labels else None
+
     def problems(self) -> list[str]:
         """Every problem with the settings, found before any data or model is loaded."""
         found = []
+        if self.class_weights not in CLASS_WEIGHT_CHOICES:
+            found.append(f"--class-weights must be one of {', '.join(CLASS_WEIGHT_CHOICES)}")
+        if self.report_to not in REPORT_TO_CHOICES:
+            found.append(f"--report-to must be one of {', '.join(REPORT_TO_CHOICES)}")
+        elif self.report_to in ("wandb", "mlflow") and not _installed(self.report_to):
+            found.append(f"--report-to {self.report_to} needs its package: pip install {self.report_to}")
+        names = self.label_names()
+        if names is not None and (len(names) < 2 or not all(names) or len(set(names)) < len(names)):
+            found.append("--labels must name at least two different labels, comma-separated (e.g. negative,positive)")
+        if not self.text_column or not self.label_column or self.text_column == self.label_column:
+            found.append("--text-column and --label-column must name two different columns")
         if self.truncation not in data.TRUNCATION_STRATEGIES:
             found.append(f"--truncation must be one of {', '.join(data.TRUNCATION_STRATEGIES)}")
         if self.lora_targets not in LORA_TARGET_CHOICES:
@@ -387,9 +428,29 @@ def warmup_steps(config: TrainConfig, num_examples: int) -> int:
 
 
 def compute_metrics(prediction) -> dict:
-    """Trainer hook: the project's metrics from validation logits (nested lists dropped for logging)."""
+    """Trainer hook: the project's metrics from validation logits, any number of labels (numbers only, for logging)."""
     metrics = classification_metrics(prediction.label_ids, softmax(prediction.predictions))
     return {key: value for key, value in metrics.items() if isinstance(value, (int, float))}
+
+
+def balanced_class_weights(label_ids, num_labels: int) -> list[float]:
+    """Inverse-frequency weights, n / (num_labels * count) per label (scikit-learn's "balanced"): each label
+    then carries the same total weight in the loss. A label absent from `label_ids` gets weight 0."""
+    import numpy as np
+
+    counts = np.bincount(np.asarray(label_ids, dtype=int), minlength=num_labels)
+    return [float(len(label_ids) / (num_labels * count)) if count else 0.0 for count in counts]
+
+
+class WeightedCrossEntropy:
+    """The Trainer's `compute_loss_func`: cross-entropy with one weight per label (the weighted mean over a batch)."""
+
+    def __init__(self, weights: list[float]):
+        self.weights = torch.tensor(weights, dtype=torch.float32)
+
+    def __call__(self, outputs, labels, num_items_in_batch=None):
+        logits = outputs["logits"].float()  # (batch, labels)
+        return torch.nn.functional.cross_entropy(logits, labels, weight=self.weights.to(logits.device))
 
 
 def publish_adapter(staged: Path, destination: Path) -> None:
@@ -398,10 +459,17 @@ def publish_adapter(staged: Path, destination: Path) -> None:
     storage.publish_folder(staged, destination)
 
 
-def load_data(config: TrainConfig):
-    """Training and validation frames: a stratified, seeded split of the training data only."""
-    return data.load_train_validation(
-        config.data, config.validation_fraction, config.seed, config.train_limit, config.validation_limit
+def load_data(config: TrainConfig) -> data.TrainingData:
+    """Training and validation frames (a stratified, seeded split of the training data only) and the labels."""
+    return data.load_training_data(
+        config.data,
+        config.validation_fraction,
+        config.seed,
+        config.train_limit,
+        config.validation_limit,
+        config.text_column,
+        config.label_column,
+        config.label_names(),
     )
 
 
@@ -428,11 +496,12 @@ def main(config: TrainConfig) -> dict:
     set_seed(config.seed)
     started = time.time()
 
-    train_frame, validation_frame = load_data(config)
+    loaded = load_data(config)
+    train_frame, validation_frame, labels = loaded.train, loaded.validation, loaded.labels
     # The base's config.json alone: an unknown base or a too-long --max-length fails here, before any weights load.
     check_max_length(load_base_config(config.base_model), config.max_length)
     tokenizer = load_tokenizer(config.base_model)
-    model = build_classifier(config.base_model, config.lora_settings())
+    model = build_classifier(config.base_model, config.lora_settings(), labels)
     if config.attention != "auto":
         model.get_base_model().set_attn_implementation(config.attention)
 
@@ -441,6 +510,7 @@ def main(config: TrainConfig) -> dict:
         return TokenizedReviews(ids, frame["label"].tolist())
 
     train_set, validation_set = tokenized(train_frame), tokenized(validation_frame)
+    weights = balanced_class_weights(train_set.labels, len(labels)) if config.class_weights == "balanced" else None
     trainer = Trainer(
         model=model,
         args=training_arguments(config, len(train_set)),
@@ -449,6 +519,7 @@ def main(config: TrainConfig) -> dict:
         processing_class=tokenizer,
         data_collator=collator(tokenizer, config),
         compute_metrics=compute_metrics,
+        compute_loss_func=WeightedCrossEntropy(weights) if weights else None,
     )
     train_output = trainer.train(resume_from_checkpoint=resume)
     # One pass over validation with the best checkpoint gives both its metrics and the logits that
@@ -456,10 +527,16 @@ def main(config: TrainConfig) -> dict:
     best = trainer.predict(validation_set, metric_key_prefix="eval")
     trainer.log(best.metrics)
     validation = {key.removeprefix("eval_"): value for key, value in best.metrics.items()}
+    # The per-label table and confusion matrix too (the Trainer logs numbers only).
+    full = classification_metrics(best.label_ids, softmax(best.predictions), labels)
+    validation.update({key: full[key] for key in ("averaging", "labels", "per_label", "confusion_matrix")})
 
     summary = {
         "validation": validation,
         "calibration": calibration_record(best.predictions, best.label_ids),
+        "labels": list(labels),
+        "label_counts": loaded.counts,
+        "class_weights": dict(zip(labels, weights)) if weights else None,
         "train_runtime_s": round(time.time() - started, 1),
         "train_samples_per_second": train_output.metrics.get("train_samples_per_second"),
         "num_train_examples": len(train_set),
@@ -505,7 +582,7 @@ def training_arguments(config: TrainConfig, num_train_examples: int):
         dataloader_num_workers=workers,
         dataloader_pin_memory=torch.cuda.is_available(),
         label_names=["labels"],
-        report_to=["tensorboard"] if _tensorboard_available() else "none",
+        report_to=report_to(config.report_to),
         **mixed_precision(config.precision),
         **(length_grouping() if config.group_by_length else {}),
     )
@@ -515,6 +592,7 @@ def write_outputs(model, tokenizer, config: TrainConfig, summary: dict) -> None:
     """Stage the adapter in a temporary folder beside the destination, then swap it in whole."""
     sentiment_config = SentimentConfig(
         base_model=portable_base_id(config.base_model),
+        labels=tuple(summary["labels"]),
         max_length=config.max_length,
         truncation=config.truncation,
         lora=dataclasses.asdict(config.lora_settings()),
@@ -524,7 +602,7 @@ def write_outputs(model, tokenizer, config: TrainConfig, summary: dict) -> None:
         "validation": summary["validation"],
         "calibration": summary["calibration"],
         "training": {
-            **{k: v for k, v in summary.items() if k not in ("validation", "calibration")},
+            **{k: v for k, v in summary.items() if k not in ("validation", "calibration", "labels")},
             "output_dir": portable_settings(config)["output_dir"],  # the adapter's record stays portable
         },
     }
@@ -534,6 +612,7 @@ def write_outputs(model, tokenizer, config: TrainConfig, summary: dict) -> None:
     try:
         save_adapter(model, tokenizer, staged, sentiment_config, metrics)
         write_calibration(staged, summary["calibration"])  # staged with the adapter: published together
+        write_model_card(staged, name=output.name, replace=True)  # from the records just written
     except BaseException:
         shutil.rmtree(staged, ignore_errors=True)  # incomplete: nothing worth keeping
         raise
@@ -554,12 +633,17 @@ def _last_checkpoint(results_dir: Path) -> str | None:
     return str(max(complete, key=lambda folder: int(folder.name.removeprefix("checkpoint-")))) if complete else None
 
 
-def _tensorboard_available() -> bool:
-    try:
-        import tensorboard  # noqa: F401
-    except ImportError:
-        return False
-    return True
+def _installed(package: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(package) is not None
+
+
+def report_to(choice: str) -> list[str] | str:
+    """TrainingArguments.report_to for --report-to: tensorboard (the default) only where it is installed."""
+    if choice == "none" or (choice == "tensorboard" and not _installed("tensorboard")):
+        return "none"
+    return [choice]
 
 
 def cli(argv: list[str] | None = None) -> int:
@@ -569,14 +653,16 @@ def cli(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     validation = summary["validation"]
+    f1 = f"F1 {validation['f1']:.4f}" if len(summary["labels"]) == 2 else f"macro-F1 {validation['macro_f1']:.4f}"
     print(
-        f"Validation accuracy {validation['accuracy']:.4f}, F1 {validation['f1']:.4f} "
-        f"on {summary['num_validation_examples']} reviews; adapter written to {summary['output_dir']}"
+        f"Validation accuracy {validation['accuracy']:.4f}, {f1} on {summary['num_validation_examples']} reviews "
+        f"({len(summary['labels'])} labels: {', '.join(summary['labels'])}); adapter written to {summary['output_dir']}"
     )
     calibration = summary["calibration"]
     print(
         f"Temperature {calibration['temperature']:.3f}: validation ECE {calibration['ece_before']:.4f} -> "
         f"{calibration['ece_after']:.4f}, NLL {calibration['nll_before']:.4f} -> {calibration['nll_after']:.4f}"
+        + (f" ({calibration['reason']})" if calibration.get("reason") else "")
     )
     return 0
 
