@@ -15,6 +15,9 @@ from training import storage
 from training.model import SentimentConfig, read_calibration, read_metrics
 
 CARD_FILE = "README.md"
+# What no record can say (intended use, limitations, licenses, how the recipe was chosen), written by hand
+# beside the records; the card includes it as it is.
+NOTES_FILE = "card_notes.md"
 GENERATED_MARK = "<!-- Written by training/model_card.py from this folder's records; rewritten on each run. -->"
 HUB_DATASET = "stanfordnlp/imdb"
 # (metrics.json key, model-index type, label in the card); F1, precision and recall are macro with more than two labels.
@@ -215,6 +218,9 @@ def model_card(folder: Path, plots: dict[str, str] | None = None, name: str | No
         "```",
         "",
     ]
+    notes = folder / NOTES_FILE
+    if notes.exists():
+        lines += [notes.read_text(encoding="utf-8").strip(), ""]
     return "\n".join(lines)
 
 
