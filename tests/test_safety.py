@@ -207,7 +207,7 @@ def test_an_explanation_failure_is_a_message(monkeypatch, tmp_path):
 
     monkeypatch.setenv("SENTIMENT_LOG_DIR", str(tmp_path / "logs"))
 
-    def broken(self, text, n_steps=None):
+    def broken(self, text, n_steps=None, tokens_per_pass=None):
         raise RuntimeError("the gradients went away")
 
     monkeypatch.setattr(Predictor, "explain", broken)
