@@ -1,5 +1,6 @@
-"""Classify movie reviews as positive or negative with the trained LoRA adapter: one typed review (with
-an on-demand explanation of which words drove the verdict) or a whole uploaded file.
+"""Classify movie reviews with the trained LoRA adapter (positive or negative for the shipped one, any label
+set an adapter was trained on): one typed review (with an on-demand explanation of which words drove the
+verdict) or a whole uploaded file.
 
     streamlit run app.py
 
@@ -54,13 +55,16 @@ from inference.app_logic import (
     legend_html,
     model_dir_from_env,
     model_loader,
+    page_intro,
     percent,
     read_upload,
     results_frame,
     score_texts,
     text_columns,
+    threshold_range,
     upload_digest,
     verdict,
+    verdict_colours,
     verdict_counts,
 )
 from training.data import DataError, spreadsheet_safe
@@ -75,6 +79,7 @@ UPLOAD_KEY = "upload_frame"
 EXPLANATION_KEY = "explanation"
 POLL_KEY = "polling_the_model"  # set before a rerun that only checks whether the model has loaded
 LOAD_POLL_S = 0.5
+METRICS_PER_ROW = 6  # verdict counts side by side; more labels wrap onto further rows
 LOADING_MESSAGE = "Loading the model (once per server)… Type a review or upload a file meanwhile: it is scored as soon as the model is ready."
 LOGGER = logging.getLogger("sentiment_app")
 # Material icons ship with Streamlit's frontend, so they show even where no emoji font is installed.
@@ -102,7 +107,7 @@ def queue_notice(slot, what: str):
 # ----------------------------------------------------------------------------- UI pieces
 
 
-def sidebar_ui(info: dict) -> None:
+def sidebar_ui(info: dict, labels: tuple[str, ...]) -> None:
     """What is loaded and where it runs, with the metrics the adapter was shipped with."""
     from training.model import metrics_unreadable
 
@@ -119,10 +124,12 @@ def sidebar_ui(info: dict) -> None:
                 f"- **Max length:** {info['max_length']} tokens",
                 f"- **Truncation:** `{info['truncation']}`",
                 f"- **LoRA:** {describe_lora(info['lora'])}",
+                *([] if len(labels) == 2 else [f"- **Labels:** {', '.join(map(code_span, labels))}"]),
             ]
         )
     )
     metrics = info["metrics"] or {}
+    f1_name = "F1" if len(labels) == 2 else "Macro F1"  # with N labels the recorded f1 is the macro average
     sidebar.subheader("Recorded metrics")
     shown = False
     for split, title in (("validation", "Validation"), ("test", "Test")):
@@ -134,27 +141,33 @@ def sidebar_ui(info: dict) -> None:
         sidebar.caption(f"{title}{size}")
         accuracy, f1 = sidebar.columns(2)
         accuracy.metric("Accuracy", percent(scores.get("accuracy")))
-        f1.metric("F1", percent(scores.get("f1")))
+        f1.metric(f1_name, percent(scores.get("f1")))
     if not shown and metrics_unreadable(info["adapter"]):
         sidebar.caption("Recorded metrics are unavailable: the adapter's metrics.json could not be read.")
     elif not shown:
         sidebar.caption("No metrics were recorded with this adapter.")
 
 
-def threshold_ui(temperature: float) -> float:
-    """The confidence below which a verdict is shown as uncertain (0.5 to 0.99)."""
+def threshold_ui(temperature: float, n_labels: int = 2) -> float:
+    """The confidence below which a verdict is shown as uncertain: from 1/N (50% for two labels) to 99%."""
     st.sidebar.header("Verdict")
     calibration = f"temperature-scaled (T = {temperature:.2f})" if temperature != 1.0 else "not temperature-scaled"
+    low, high, default = threshold_range(n_labels)
+    why = (
+        f"Below the default {DEFAULT_UNCERTAIN_BELOW:.0%}, the shipped model was right only 58% of the "
+        "time on its validation reviews."
+        if n_labels == 2
+        else f"With {n_labels} labels the top label's probability is at least {1 / n_labels:.0%}."
+    )
     percent_value = st.sidebar.slider(
         "Uncertain below this confidence (%)",
-        min_value=50,
-        max_value=99,
-        value=round(DEFAULT_UNCERTAIN_BELOW * 100),
+        min_value=low,
+        max_value=high,
+        value=default,
         key="uncertain_below",
         help=(
             "A prediction less confident than this is shown as UNCERTAIN with the label it leans to. "
-            f"Below the default {DEFAULT_UNCERTAIN_BELOW:.0%}, the shipped model was right only 58% of the "
-            f"time on its validation reviews. Confidences here are {calibration}."
+            f"{why} Confidences here are {calibration}."
         ),
     )
     return percent_value / 100
@@ -241,9 +254,17 @@ def explain_ui(predictor: Predictor, text: str) -> None:
         stored = (text, explanation, time.perf_counter() - started)
         st.session_state[EXPLANATION_KEY] = stored
     _, explanation, elapsed_s = stored
-    negative_label, positive_label = predictor.labels
+    # Two labels: towards the second (POSITIVE) or the first, whatever the prediction. More: towards the predicted
+    # label or away from it, towards the others (its logit against the mean of theirs; inference/explain.py).
+    negative_label, positive_label = explanation.away, explanation.towards
+    binary = len(predictor.labels) == 2
     box = st.container(border=True)
-    box.markdown("**Why:** each word's colour shows which way it pushed the prediction, and how hard.")
+    box.markdown(
+        "**Why:** each word's colour shows which way it pushed the prediction, and how hard."
+        if binary
+        else f"**Why {explanation.label}:** each word's colour shows whether it pushed towards "
+        f"{explanation.label} or away from it, towards the other labels, and how hard."
+    )
     box.html(legend_html(negative_label, positive_label) + highlight_html(explanation.text, explanation.words))
     towards_negative, towards_positive = box.columns(2)
     for column, direction, label in (
@@ -258,8 +279,9 @@ def explain_ui(predictor: Predictor, text: str) -> None:
         if getattr(explanation, "truncated", False)
         else ""
     )
+    target = "" if binary else f" of {explanation.target}"
     box.caption(
-        f"Integrated Gradients on the word embeddings, relative to an empty review; scores in logit units "
+        f"Integrated Gradients on the word embeddings, relative to an empty review; scores in logit units{target} "
         f"add up to {explanation.prediction_minus_baseline:+.2f} (integration error {explanation.convergence_delta:+.3f}). "
         f"Explained in {elapsed_s:.1f} s on {predictor.device_name}.{note}"
     )
@@ -324,15 +346,17 @@ def batch_results_ui(stored: dict, labels: tuple[str, ...], threshold: float) ->
         f"({scored / max(stored['elapsed_s'], 1e-9):.1f} reviews/s)."
     )
     shown = counts[(counts["reviews"] > 0) | (counts["verdict"] != "empty row")]  # empty rows only when there are some
-    for column, row in zip(st.columns(len(shown)), shown.itertuples()):
-        column.metric(f"{row.verdict} ({row.reviews:,})", f"{row.share:.0%}")
+    rows = list(shown.itertuples())
+    for start in range(0, len(rows), METRICS_PER_ROW):  # many labels: several rows of metrics
+        for column, row in zip(
+            st.columns(METRICS_PER_ROW if len(rows) > METRICS_PER_ROW else len(rows)),
+            rows[start : start + METRICS_PER_ROW],
+        ):
+            column.metric(f"{row.verdict} ({row.reviews:,})", f"{row.share:.0%}")
 
     import altair as alt  # Streamlit's own chart library; imported here, only when there is something to plot
 
-    colours = alt.Scale(
-        domain=[*labels, UNCERTAIN, "empty row"],
-        range=["#dc2626", "#16a34a", "#9ca3af", "#e5e7eb"] if len(labels) == 2 else alt.Undefined,
-    )
+    colours = alt.Scale(domain=[*labels, UNCERTAIN, "empty row"], range=verdict_colours(labels) or alt.Undefined)
     shares, histogram = st.columns(2)
     shares.markdown("**Verdicts**")
     shares.altair_chart(
@@ -347,7 +371,7 @@ def batch_results_ui(stored: dict, labels: tuple[str, ...], threshold: float) ->
         .properties(height=240),
         width="stretch",
     )
-    bins = confidence_histogram(results["confidence"])
+    bins = confidence_histogram(results["confidence"], n_labels=len(labels))
     bins["side"] = np.where(bins["low"] + 1e-9 < threshold, "below the threshold", "at or above")
     histogram.markdown("**Confidence**")
     histogram.altair_chart(
@@ -484,14 +508,12 @@ def main() -> None:
 
 def page() -> None:
     st.title(":material/movie: Movie review sentiment")
-    st.write(
-        "Paste a movie review, or upload a file of them, and a LoRA-tuned transformer tells you whether each is positive or negative."
-    )
     # One loader per adapter folder per server, shared by every session (so SENTIMENT_MODEL_DIR elsewhere loads that
     # folder, not a stale model); started when the server starts (server_lifespan), else on this first visit.
     loader = model_loader(model_dir_from_env())
     if not st.session_state.pop(POLL_KEY, False):  # a visit or a click, not a poll: a failed load is tried again
         loader.retry()
+    st.write(page_intro(loader.predictor.labels if loader.predictor is not None else None))
     if loader.state == "failed":
         from training.model import ModelLoadError
 
@@ -509,8 +531,8 @@ def page() -> None:
         threshold = threshold_ui(1.0)
     else:
         info = predictor.info()
-        sidebar_ui(info)  # "Running on …" in the sidebar: the page's "ready" state
-        threshold = threshold_ui(info.get("temperature", 1.0))
+        sidebar_ui(info, predictor.labels)  # "Running on …" in the sidebar: the page's "ready" state
+        threshold = threshold_ui(info.get("temperature", 1.0), len(predictor.labels))
 
     one, many = st.tabs([":material/edit_note: One review", ":material/upload_file: Many reviews (file)"])
     with one:

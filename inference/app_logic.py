@@ -14,6 +14,7 @@ import contextlib
 import ctypes
 import hashlib
 import html
+import math
 import os
 import re
 import sys
@@ -118,6 +119,38 @@ def cap_review(text: str, max_chars: int = MAX_REVIEW_CHARS) -> tuple[str, bool]
 
 def is_uncertain(confidence: float, threshold: float) -> bool:
     return confidence < threshold
+
+
+def confidence_floor(n_labels: int) -> float:
+    """The lowest top probability an N-label prediction can have: 1/N (50% for two labels)."""
+    return 1.0 / max(n_labels, 2)
+
+
+def threshold_range(n_labels: int) -> tuple[int, int, int]:
+    """The 'uncertain below' slider for N labels, in whole percents: (min, max, default).
+
+    The minimum is the confidence floor 1/N rounded up (below it every prediction would pass); the default
+    lies as far between that floor and 100% as DEFAULT_UNCERTAIN_BELOW lies between 50% and 100%, so two
+    labels keep 50, 99 and 75, and four get 25, 99 and 62."""
+    floor = confidence_floor(n_labels)
+    low = math.ceil(round(floor * 100, 6))
+    share = (DEFAULT_UNCERTAIN_BELOW - 0.5) / 0.5
+    default = min(max(math.floor(round((floor + (1 - floor) * share) * 100, 6)), low), 99)
+    return low, 99, default
+
+
+def page_intro(labels: tuple[str, ...] | None) -> str:
+    """The line under the page's title: positive or negative for two labels (or while the model loads), else the
+    adapter's labels."""
+    if labels is None or len(labels) == 2:
+        return (
+            "Paste a movie review, or upload a file of them, and a LoRA-tuned transformer tells you whether each "
+            "is positive or negative."
+        )
+    return (
+        "Paste a movie review, or upload a file of them, and a LoRA-tuned transformer tells you which of its "
+        f"{len(labels)} labels fits each: {', '.join(labels)}."
+    )
 
 
 def verdict(prediction: Prediction, threshold: float) -> tuple[str, bool]:
@@ -328,11 +361,13 @@ def verdict_counts(results: pd.DataFrame, labels: tuple[str, ...]) -> pd.DataFra
     )
 
 
-def confidence_histogram(confidences, bin_width: float = 0.05) -> pd.DataFrame:
-    """Counts of confidences in bins of `bin_width` from 50% to 100% (a two-label model never goes below 50%)."""
-    edges = np.round(np.arange(0.5, 1.0 + bin_width / 2, bin_width), 6)
+def confidence_histogram(confidences, bin_width: float = 0.05, n_labels: int = 2) -> pd.DataFrame:
+    """Counts of confidences in bins of `bin_width` from the N-label floor (1/N, down to a bin edge: 50% for
+    two labels, 25% for four) to 100%: a top probability never goes below 1/N."""
+    low = round(math.floor(round(confidence_floor(n_labels) / bin_width, 6)) * bin_width, 6)
+    edges = np.round(np.arange(low, 1.0 + bin_width / 2, bin_width), 6)
     values = np.clip(
-        np.asarray([value for value in confidences if value is not None and value == value], float), 0.5, 1.0
+        np.asarray([value for value in confidences if value is not None and value == value], float), low, 1.0
     )
     counts, _ = np.histogram(values, bins=edges)
     return pd.DataFrame(
@@ -343,6 +378,25 @@ def confidence_histogram(confidences, bin_width: float = 0.05) -> pd.DataFrame:
             "reviews": counts,
         }
     )
+
+
+# Verdict colours: two labels keep red and green; more take Tableau 10's colours in label order (no gray, which
+# is UNCERTAIN's). UNCERTAIN is gray and empty rows light gray either way.
+BINARY_VERDICT_COLOURS = ("#dc2626", "#16a34a")
+LABEL_COLOURS = (
+    "#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1", "#ff9da7", "#9c755f",
+)  # fmt: skip
+UNCERTAIN_COLOUR, EMPTY_COLOUR = "#9ca3af", "#e5e7eb"
+
+
+def verdict_colours(labels: tuple[str, ...]) -> list[str] | None:
+    """Colours for the verdicts chart's domain (each label, UNCERTAIN, empty row); None (the chart's own
+    palette) for more labels than LABEL_COLOURS holds."""
+    if len(labels) == 2:
+        return [*BINARY_VERDICT_COLOURS, UNCERTAIN_COLOUR, EMPTY_COLOUR]
+    if len(labels) > len(LABEL_COLOURS):
+        return None
+    return [*LABEL_COLOURS[: len(labels)], UNCERTAIN_COLOUR, EMPTY_COLOUR]
 
 
 def download_name(upload_name: str) -> str:
