@@ -170,11 +170,19 @@ def test_the_model_card_is_written_from_the_records(stars_adapter, stars_data, t
     assert "evaluation/confusion_matrix.png" in card and (adapter / "evaluation" / "confusion_matrix.png").exists()
 
 
-def test_the_shipped_adapters_hand_written_card_is_left_alone(tmp_path):
+def test_a_hand_written_card_is_left_alone(tmp_path):
+    import shutil
+
     from training.model_card import write_model_card
     from training.paths import DEFAULT_MODEL_DIR
 
-    assert not write_model_card(DEFAULT_MODEL_DIR)  # no mark of the generator: nothing written
+    adapter = tmp_path / "adapter"
+    shutil.copytree(DEFAULT_MODEL_DIR, adapter)
+    (adapter / "README.md").write_text("# My own card\n")  # no mark of the generator
+    assert not write_model_card(adapter)
+    assert (adapter / "README.md").read_text() == "# My own card\n"
+    assert write_model_card(adapter, replace=True)  # training replaces it on purpose
+    assert (adapter / "README.md").read_text().startswith("---\nlibrary_name: peft")
 
 
 # ----------------------------------------------------------------------------- evaluation, prediction, explanation
