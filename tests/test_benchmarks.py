@@ -42,6 +42,7 @@ def test_latency_summary_and_targets():
     ]
 
 
+@pytest.mark.slow  # every part of the benchmark, the app in a browser included
 def test_smoke_run_measures_every_part_and_writes_a_complete_report(tiny_adapter, small_imdb, tmp_path, capsys):
     output = tmp_path / "smoke.json"
     status = benchmark.cli(

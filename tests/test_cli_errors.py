@@ -10,6 +10,10 @@ import pytest
 
 from tests.conftest import PROJECT_ROOT
 
+pytestmark = (
+    pytest.mark.slow
+)  # each case starts the command line in a fresh Python (seconds apiece): left out of the fast loop
+
 
 def run(*arguments: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, *arguments], capture_output=True, text=True, cwd=PROJECT_ROOT, timeout=180)

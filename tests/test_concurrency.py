@@ -9,6 +9,8 @@ import pytest
 
 from inference.predict import Predictor
 
+pytestmark = pytest.mark.slow  # several processes or 16 threads: seconds each, left out of the fast loop
+
 THREADS = 16
 PREDICTIONS_PER_THREAD = 100
 

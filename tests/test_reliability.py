@@ -80,6 +80,7 @@ def command_line(config: TrainConfig) -> list[str]:
     return arguments
 
 
+@pytest.mark.slow  # three training runs in subprocesses
 def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(
     tiny_adapter, tiny_distilbert, small_imdb, tmp_path, training_steps
 ):

@@ -22,6 +22,8 @@ from inference.predict import cli
 from tests.conftest import PROJECT_ROOT, missing, recomputed_validation_metrics
 from training.model import ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE, SENTIMENT_CONFIG_FILE
 
+pytestmark = pytest.mark.slow  # several processes or 16 threads: seconds each, left out of the fast loop
+
 ACCELERATE = shutil.which("accelerate", path=str(Path(sys.executable).parent)) or shutil.which("accelerate")
 # fp32 probabilities from two processes match one process's to float rounding; a batch padded
 # differently changes the last bits of the logits, so allow a little more than the 6 decimals written.

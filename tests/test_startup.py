@@ -22,6 +22,8 @@ from inference.app_logic import ModelLoader
 from inference.app_server import health_check, running_app, start_app
 from tests.conftest import SHIPPED_MODEL_DIR
 
+pytestmark = pytest.mark.slow  # each test starts a Streamlit server: left out of the fast loop
+
 READY_PATH = "/api/ready"
 REVIEW = "A wonderful, moving film with superb acting, though the ending drags a little."
 
