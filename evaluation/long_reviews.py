@@ -71,19 +71,7 @@ def main(args: argparse.Namespace) -> dict:
     texts, labels = scored["text"].tolist(), scored["label"].to_numpy()
 
     # Both modes share one loaded (and, for int8, one quantized) model: only the inputs differ.
-    predictors = {
-        mode: Predictor(
-            truncating.model,
-            truncating.tokenizer,
-            truncating.config,
-            truncating.device,
-            truncating.model_dir,
-            truncating.precision,
-            truncating.temperature,
-            long_reviews=mode,
-        )
-        for mode in LONG_REVIEW_MODES
-    }
+    predictors = {mode: truncating.with_long_reviews(mode) for mode in LONG_REVIEW_MODES}
     modes = score_interleaved(predictors, texts, args.batch_size)
     windows = len(encode_windows(truncating.tokenizer, texts, max_length)[0])
 

@@ -22,10 +22,10 @@ from pathlib import Path
 
 import numpy as np
 
+from inference.scoring import Scoring
 from training import storage  # the standard library only: no torch, no pandas
 from training.text import (
     TRUNCATION_STRATEGIES,
-    check_texts,
     clip_characters,
     pad_token_ids,
     truncate_token_ids,
@@ -150,17 +150,10 @@ def load_tokenizer(path: Path):
     return tokenizer
 
 
-def softmax(logits: np.ndarray) -> np.ndarray:
-    """Row-wise softmax, stable for large logits (evaluation.metrics.softmax, which imports scipy)."""
-    shifted = logits - logits.max(axis=1, keepdims=True)
-    exponentials = np.exp(shifted)
-    return exponentials / exponentials.sum(axis=1, keepdims=True)
-
-
 # ----------------------------------------------------------------------------- the predictor
 
 
-class OnnxPredictor:
+class OnnxPredictor(Scoring):
     """An exported model loaded once into an onnxruntime session; predicts one review or many in length-sorted batches.
 
     `temperature`: logits are divided by it before the softmax (1.0 = uncalibrated).
@@ -259,31 +252,10 @@ class OnnxPredictor:
             "export": {**self.record.exported, "graph": self.record.onnx},
         }
 
-    def predict_logits(self, texts: list[str], batch_size: int = 32, progress: bool = False) -> np.ndarray:
-        """Raw logits (before temperature), shape (len(texts), len(labels)). Raises EmptyTextError for a blank text."""
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, not {batch_size}.")
-        texts = list(texts)
-        check_texts(texts)
+    def _encode(self, texts: list[str]) -> tuple[list[list[int]], list[int]]:
         if self.long_reviews == "sliding":
-            token_ids, owner = encode_windows(self.tokenizer, texts, self.record)
-        else:
-            token_ids, owner = encode_texts(self.tokenizer, texts, self.record), list(range(len(texts)))
-        window_logits = self._forward(token_ids, batch_size, progress)
-        logits = np.zeros((len(texts), window_logits.shape[1]))
-        np.add.at(logits, owner, window_logits)
-        return logits / np.bincount(owner, minlength=len(texts))[:, None]
-
-    def predict_proba(self, texts: list[str], batch_size: int = 32, progress: bool = False) -> np.ndarray:
-        """Class probabilities, shape (len(texts), len(labels)), calibrated by the temperature."""
-        return softmax(self.predict_logits(texts, batch_size, progress) / self.temperature)
-
-    def predict(self, texts: list[str], batch_size: int = 32, progress: bool = False) -> list[Prediction]:
-        probabilities = self.predict_proba(texts, batch_size=batch_size, progress=progress)
-        return [self._prediction(row) for row in probabilities]
-
-    def predict_one(self, text: str) -> Prediction:
-        return self.predict([text])[0]
+            return encode_windows(self.tokenizer, texts, self.record)
+        return encode_texts(self.tokenizer, texts, self.record), list(range(len(texts)))
 
     def explain(self, text: str, n_steps: int = 50):
         raise ExportError(
@@ -305,11 +277,3 @@ class OnnxPredictor:
             feed = {name: value for name, value in batch.items() if name in self._input_names}
             logits[chosen] = self.session.run(["logits"], feed)[0]
         return logits
-
-    def _prediction(self, row: np.ndarray) -> Prediction:
-        best = int(row.argmax())
-        return Prediction(
-            label=self.labels[best],
-            confidence=float(row[best]),
-            probabilities={label: float(p) for label, p in zip(self.labels, row)},
-        )

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from evaluation.metrics import softmax
+from inference.scoring import Scoring
 from training.data import encode_texts, encode_windows
 from training.model import (
     ModelLoadError,
@@ -27,11 +27,12 @@ from training.model import (
     read_metrics,
 )
 from training.paths import DEFAULT_MODEL_DIR
-from training.text import GPU_LENGTH_MULTIPLE, Prediction, check_texts, pad_token_ids
+from training.text import GPU_LENGTH_MULTIPLE, pad_token_ids
 
 # Re-exported: the command line, the app and the tests import these from here.
 from training.text import UNCERTAIN as UNCERTAIN
 from training.text import EmptyTextError as EmptyTextError
+from training.text import Prediction as Prediction
 from training.text import TextError as TextError
 from training.text import is_unicode_text as is_unicode_text
 
@@ -78,7 +79,7 @@ def quantize_int8(model, keep_exact: tuple[str, ...] = ("classifier", "pooler"))
         return quantize_dynamic(model, spec, dtype=torch.qint8)
 
 
-class Predictor:
+class Predictor(Scoring):
     """Base model + adapter loaded once; predicts one review or many in length-sorted batches.
 
     `precision`: how the model runs ("auto": fp32 on the CPU, bf16 on a GPU; "int8": faster on the CPU, less accurate).
@@ -127,6 +128,12 @@ class Predictor:
         temperature = read_calibration(Path(model_dir)).get("temperature", 1.0) if calibrated else 1.0
         return cls(model, tokenizer, config, device, Path(model_dir), precision, temperature, long_reviews)
 
+    def with_long_reviews(self, mode: str) -> Predictor:
+        """The same loaded model reading long reviews another way ("truncate" or "sliding"): no second load."""
+        return Predictor(
+            self.model, self.tokenizer, self.config, self.device, self.model_dir, self.precision, self.temperature, mode
+        )
+
     @property
     def labels(self) -> tuple[str, ...]:
         return self.config.labels
@@ -150,33 +157,12 @@ class Predictor:
             "metrics": read_metrics(self.model_dir),
         }
 
-    def predict_logits(self, texts: list[str], batch_size: int = 32, progress: bool = False) -> np.ndarray:
-        """Raw logits (before temperature), shape (len(texts), len(labels)). Raises EmptyTextError for a blank text."""
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, not {batch_size}.")
-        texts = list(texts)
-        check_texts(texts)
+    def _encode(self, texts: list[str]) -> tuple[list[list[int]], list[int]]:
         if self.long_reviews == "sliding":
-            token_ids, owner = encode_windows(self.tokenizer, texts, self.config.max_length)
-        else:
-            token_ids = encode_texts(self.tokenizer, texts, self.config.max_length, self.config.truncation)
-            owner = list(range(len(texts)))
-        window_logits = self._forward(token_ids, batch_size, progress)
-        # Each review's logits: the mean over its windows (exactly its one row when truncating).
-        logits = np.zeros((len(texts), window_logits.shape[1]))
-        np.add.at(logits, owner, window_logits)
-        return logits / np.bincount(owner, minlength=len(texts))[:, None]
-
-    def predict_proba(self, texts: list[str], batch_size: int = 32, progress: bool = False) -> np.ndarray:
-        """Class probabilities, shape (len(texts), len(labels)), calibrated by the temperature."""
-        return softmax(self.predict_logits(texts, batch_size, progress) / self.temperature)
-
-    def predict(self, texts: list[str], batch_size: int = 32, progress: bool = False) -> list[Prediction]:
-        probabilities = self.predict_proba(texts, batch_size=batch_size, progress=progress)
-        return [self._prediction(row) for row in probabilities]
-
-    def predict_one(self, text: str) -> Prediction:
-        return self.predict([text])[0]
+            return encode_windows(self.tokenizer, texts, self.config.max_length)
+        return encode_texts(self.tokenizer, texts, self.config.max_length, self.config.truncation), list(
+            range(len(texts))
+        )
 
     def explain(self, text: str, n_steps: int = 50, tokens_per_pass: int | None = None):
         """Which words pushed this prediction towards each label: an `inference.explain.Explanation`.
@@ -206,14 +192,6 @@ class Predictor:
                 ).logits
                 logits[chosen] = output.double().cpu().numpy()
         return logits
-
-    def _prediction(self, row: np.ndarray) -> Prediction:
-        best = int(row.argmax())
-        return Prediction(
-            label=self.labels[best],
-            confidence=float(row[best]),
-            probabilities={label: float(p) for label, p in zip(self.labels, row)},
-        )
 
 
 def probability_column(label: str) -> str:

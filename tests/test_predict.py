@@ -192,16 +192,7 @@ def test_sliding_windows_read_a_verdict_that_sits_only_in_the_middle(shipped_pre
     # About 1,600 tokens: 640 of narration on each side of a verdict (about 220 tokens). Head+tail truncation
     # keeps 128 + 382 tokens of narration and never sees the middle; windows read all of it.
     truncating = shipped_predictor
-    sliding = Predictor(
-        truncating.model,
-        truncating.tokenizer,
-        truncating.config,
-        truncating.device,
-        truncating.model_dir,
-        truncating.precision,
-        truncating.temperature,
-        long_reviews="sliding",
-    )
+    sliding = truncating.with_long_reviews("sliding")
     filler = "The film was shown at the cinema on Tuesday evening and it ran for two hours. " * 40
     middles = {
         "NEGATIVE": "A dreadful, boring mess: awful acting, a stupid script, I hated every minute. " * 12,
