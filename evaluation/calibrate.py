@@ -21,7 +21,7 @@ from evaluation.metrics import calibration_record
 from inference import options
 from inference.predictor import Predictor
 from training import failures
-from training.data import DataError, load_train_validation
+from training.data import DataError, load_training_data
 from training.model import (
     CALIBRATION_FILE,
     ModelLoadError,
@@ -46,7 +46,7 @@ def main(args: argparse.Namespace) -> dict:
     """Fit and write the temperature; returns the record written to MODEL/calibration.json."""
     check_adapter_folder(args.model)
     split = recorded_split(args.model, args.data)
-    _, validation = load_train_validation(
+    validation = load_training_data(
         readable_data(split["data"], given=args.data is not None),
         split["validation_fraction"],
         split["seed"],
@@ -55,7 +55,7 @@ def main(args: argparse.Namespace) -> dict:
         split["text_column"],
         split["label_column"],
         SentimentConfig.load(args.model).labels,  # the ids the adapter was trained on, in its own order
-    )
+    ).validation
     expected = read_metrics(args.model).get("validation", {}).get("num_examples")
     if expected is not None and expected != len(validation):
         raise DataError(

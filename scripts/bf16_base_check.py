@@ -21,7 +21,7 @@ import numpy as np
 
 from inference.predictor import Predictor
 from training import model as model_module
-from training.data import load_train_validation
+from training.data import load_training_data
 from training.model import SentimentConfig
 from training.paths import PROJECT_ROOT
 
@@ -30,9 +30,9 @@ BF16_BASE = PROJECT_ROOT / ".device_carry" / "minilm"
 
 def validation_split(adapter: Path, data: str):
     record = SentimentConfig.load(adapter).training
-    _, validation = load_train_validation(
+    validation = load_training_data(
         data, record["validation_fraction"], record["seed"], record.get("train_limit"), record.get("validation_limit")
-    )
+    ).validation
     return validation["text"].tolist(), validation["label"].to_numpy()
 
 

@@ -165,18 +165,18 @@ def recomputed_validation_metrics(adapter: Path) -> dict:
     from sklearn.metrics import accuracy_score, f1_score, roc_auc_score
 
     from inference.predict import Predictor
-    from training.data import load_train_validation
+    from training.data import load_training_data
     from training.model import SentimentConfig
 
     settings = SentimentConfig.load(adapter).training
     data = settings["data"] if Path(settings["data"]).is_absolute() else str(PROJECT_ROOT / settings["data"])
-    _, validation = load_train_validation(
+    validation = load_training_data(
         data,
         settings["validation_fraction"],
         settings["seed"],
         settings["train_limit"],
         settings["validation_limit"],
-    )
+    ).validation
     predictor = Predictor.from_pretrained(adapter, device="cpu", precision="fp32", calibrated=False)
     probabilities = predictor.predict_proba(validation["text"].tolist())
     labels = validation["label"].to_numpy()

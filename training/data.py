@@ -546,23 +546,6 @@ def load_training_data(
     return TrainingData(train_frame, validation_frame, names, counts)
 
 
-def load_train_validation(
-    source: str | Path,
-    validation_fraction: float,
-    seed: int,
-    train_limit: int | None = None,
-    validation_limit: int | None = None,
-    text_column: str = "text",
-    label_column: str = "label",
-    labels: tuple[str, ...] | list[str] | None = None,
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """load_training_data's training and validation frames alone."""
-    loaded = load_training_data(
-        source, validation_fraction, seed, train_limit, validation_limit, text_column, label_column, labels
-    )
-    return loaded.train, loaded.validation
-
-
 # ----------------------------------------------------------------------------- tokenization
 
 
