@@ -13,6 +13,9 @@ Parts (none named: all of them; GPU parts are recorded as skipped on a machine w
                    benchmarks/pipeline_baseline.py on the same CSV
   --app            `streamlit run app.py` until the first prediction shows in headless Chromium; then the
                    per-request latency of the app script through streamlit's AppTest
+  --cpu-train      train.py samples/s on the CPU with the packaged MiniLM at max length 256 and 512: the
+                   project's settings (cheap dropout, bf16 where the CPU has AMX) against the same run with
+                   PyTorch's dropout in fp32 (the settings before issue 12), and each as a fraction of the limit
   --gpu-train      train.py samples/s with a randomly initialised DistilBERT-base-shaped model at max length 512:
                    bf16, SDPA attention, dynamic padding, length-grouped batches against the tutorial setup
                    (fp32, eager attention, every batch padded to 512, random batches)
@@ -21,9 +24,10 @@ Parts (none named: all of them; GPU parts are recorded as skipped on a machine w
                    the PyTorch fp32 Predictor on the same reviews and batches: throughput, latency, logit parity
                    (skipped when requirements-export.txt is not installed)
 
-Every CPU inference system is also reported as a fraction of the machine's limit: the fp32 matrix-multiply
-rate measured in the same run at the model's shapes (tokens x hidden @ hidden x intermediate), against the
-FLOPs the reviews scored need (counted from the model's shape and their real token counts, padding excluded).
+Every CPU system is also reported as a fraction of the machine's limit: the matrix-multiply rate (fp32, and
+bf16 where the CPU has it in hardware) measured in the same run at the model's shapes (tokens x hidden @
+hidden x intermediate), against the FLOPs the reviews need (counted from the model's shape and their real
+token counts, padding excluded).
 
 Prints a table and writes JSON (machine, date, exact command, load average, every figure) to
 results/benchmarks/. Nothing here asserts a speed: targets are reported as met or not.
@@ -51,13 +55,14 @@ from pathlib import Path
 import numpy as np
 
 from inference.app_server import running_app
+from training.cpu_training import bf16_is_fast
 from training.paths import DEFAULT_MODEL_DIR, PROJECT_ROOT
 from training.paths import RESULTS_DIR as PROJECT_RESULTS_DIR
 from training.tiny_model import DISTILBERT_BASE_SHAPE, TINY_DISTILBERT_SHAPE, random_distilbert
 
 DEFAULT_DATA_DIR = Path(os.environ.get("IMDB_DATA_DIR", PROJECT_ROOT.parent / "shared" / "data" / "imdb"))
 RESULTS_DIR = PROJECT_RESULTS_DIR / "benchmarks"
-PARTS = ("inference", "cli", "app", "gpu-train", "gpu-inference", "onnx")
+PARTS = ("inference", "cli", "app", "cpu-train", "gpu-train", "gpu-inference", "onnx")
 # Debian and Ubuntu name the browser chromium (or chromium-browser); Google's build is google-chrome.
 BROWSER_NAMES = ("chromium", "chromium-browser", "google-chrome")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"]
@@ -82,6 +87,8 @@ TARGETS = (
     ("inference", "throughput_ratio", ">=", 2.5),
     ("inference", "latency_p50_ratio", "<=", 0.4),
     ("inference", "accuracy_change_points", "abs<=", 0.3),
+    ("cpu-train", "samples_per_s_ratio_256", ">=", 2.0),
+    ("cpu-train", "samples_per_s_ratio_512", ">=", 2.0),
     ("gpu-train", "samples_per_s_ratio", ">=", 2.0),
     ("gpu-inference", "reviews_per_s", ">=", 5000.0),
 )
@@ -104,6 +111,8 @@ class BenchConfig:
     gpu_reviews: int = 10_000
     gpu_batch_size: int = 256
     gpu_pipeline_batch_size: int = 64
+    cpu_train_steps: int = 8
+    cpu_train_lengths: tuple[int, ...] = (256, 512)
     train_steps: int = 200
     train_batch_size: int = 32
     train_max_length: int = 512
@@ -121,6 +130,8 @@ class BenchConfig:
             gpu_reviews=20,
             gpu_batch_size=8,
             gpu_pipeline_batch_size=4,
+            cpu_train_steps=2,
+            cpu_train_lengths=(64,),
             train_steps=2,
             train_batch_size=4,
             train_max_length=64,
@@ -189,7 +200,19 @@ def parse_args(argv: list[str] | None = None) -> BenchConfig:
         default=defaults.gpu_pipeline_batch_size,
         help="Pipeline batch size on the GPU.",
     )
-    add("--train-steps", type=int, default=defaults.train_steps, help="Optimizer steps per training setup.")
+    add(
+        "--cpu-train-steps",
+        type=int,
+        default=defaults.cpu_train_steps,
+        help="Optimizer steps per CPU training setup and length (batch --train-batch-size).",
+    )
+    add(
+        "--cpu-train-lengths",
+        type=lambda text: tuple(int(n) for n in text.split(",")),
+        default=defaults.cpu_train_lengths,
+        help="Comma-separated max lengths the CPU training part measures (default: 256,512).",
+    )
+    add("--train-steps", type=int, default=defaults.train_steps, help="Optimizer steps per GPU training setup.")
     add("--train-batch-size", type=int, default=defaults.train_batch_size, help="Training batch size for both setups.")
     add(
         "--threads",
@@ -408,6 +431,10 @@ def machine_limit(shape: dict, seconds: float) -> dict:
         weights = torch.randn(hidden, intermediate, generator=generator)
         with torch.inference_mode():
             fp32 = _timed_rate(lambda: torch.matmul(activations, weights), operations, seconds)
+            bf16 = None
+            if bf16_is_fast():
+                activations16, weights16 = activations.bfloat16(), weights.bfloat16()
+                bf16 = _timed_rate(lambda: torch.matmul(activations16, weights16), operations, seconds / 2)
             int8 = None
             with contextlib.suppress(Exception):  # no quantized engine on this build: fp32 only
                 from inference.predictor import quantize_int8
@@ -419,6 +446,7 @@ def machine_limit(shape: dict, seconds: float) -> dict:
             "fp32_gemm_gflop_per_s": fp32["best"],
             "fp32_gemm_median_gflop_per_s": fp32["median"],
             "int8_dynamic_gop_per_s": int8["best"] if int8 else None,
+            "bf16_gemm_gflop_per_s": bf16["best"] if bf16 else None,  # None: no bf16 hardware (AMX) to use
             "shape": f"({GEMM_TOKENS} x {hidden}) @ ({hidden} x {intermediate})",
             "threads": key[2],
             "seconds": seconds,
@@ -428,8 +456,9 @@ def machine_limit(shape: dict, seconds: float) -> dict:
     return _LIMITS[key]
 
 
-def compute_use(seconds: float, flops: float, limit: dict, int8: bool = False) -> dict:
-    """A system's achieved rate and its fraction of the fp32 limit (and of the int8 one for an int8 system)."""
+def compute_use(seconds: float, flops: float, limit: dict, int8: bool = False, bf16: bool = False) -> dict:
+    """A system's achieved rate and its fraction of the fp32 limit (and of the int8 or bf16 one for a system
+    computing in that precision)."""
     rate = flops / seconds / 1e9
     use = {
         "gflop_per_s": round(rate, 1),
@@ -437,6 +466,8 @@ def compute_use(seconds: float, flops: float, limit: dict, int8: bool = False) -
     }
     if int8 and limit.get("int8_dynamic_gop_per_s"):
         use["fraction_of_int8_limit"] = round(rate / limit["int8_dynamic_gop_per_s"], 3)
+    if bf16 and limit.get("bf16_gemm_gflop_per_s"):
+        use["fraction_of_bf16_limit"] = round(rate / limit["bf16_gemm_gflop_per_s"], 3)
     return use
 
 
@@ -752,11 +783,102 @@ def app_request_latency(config: BenchConfig, model_dir: Path) -> dict:
     }
 
 
+def timed_training(config: BenchConfig, base: str, run: Path, steps: int, max_length: int, settings: dict) -> dict:
+    """train.main for `steps` steps of --train-batch-size reviews; its summary (samples/s, precision, ...)."""
+    from training import train
+
+    train_config = train.TrainConfig(
+        base_model=base,
+        data=config.data,
+        output_dir=str(run / "adapter"),
+        results_dir=str(run / "results"),
+        max_length=max_length,
+        max_steps=steps,
+        batch_size=config.train_batch_size,
+        eval_batch_size=2 * config.train_batch_size,
+        train_limit=max(steps * config.train_batch_size, 4),
+        validation_limit=max(8, config.train_batch_size * 4),
+        logging_steps=max(1, steps // 4),
+        report_to="none",
+        seed=0,
+        **settings,
+    )
+    with quiet():
+        return train.main(train_config)
+
+
+def training_token_counts(config: BenchConfig, base: str, max_length: int, reviews: int) -> list[int]:
+    """Token counts of the training reviews a timed run sees (the same stratified subset train.py draws)."""
+    from training import data
+    from training.model import load_tokenizer
+
+    loaded = data.load_training_data(config.data, 0.1, 0, max(reviews, 4), max(8, config.train_batch_size * 4))
+    ids = data.encode_texts(load_tokenizer(base), loaded.train["text"].tolist(), max_length, "head_tail")
+    return [len(sequence) for sequence in ids]
+
+
+def bench_cpu_train(config: BenchConfig, workdir: Path) -> dict:
+    """train.py on the CPU with the real pretrained MiniLM: the project's settings against the same run with
+    PyTorch's dropout in fp32 (train.py as it was before these optimisations), at each max length."""
+    import torch
+
+    from training.model import load_base_config
+
+    base = str(tiny_base(workdir)) if config.smoke else "minilm"
+    setups = {
+        "project": dict(precision="auto", cheap_cpu_dropout=True),
+        "before": dict(precision="fp32", cheap_cpu_dropout=False),
+    }
+    shape = encoder_shape(load_base_config(base))
+    limit = machine_limit(shape, limit_seconds(config))
+    result = {
+        "device": "CPU" + (" (smoke size: checks the code path, not the speed)" if config.smoke else ""),
+        "base_model": base,
+        "steps": config.cpu_train_steps,
+        "batch_size": config.train_batch_size,
+        "setups": setups,
+        "machine_limit": limit,
+        "lengths": {},
+    }
+    reviews = config.cpu_train_steps * config.train_batch_size
+    for max_length in config.cpu_train_lengths:
+        # Training FLOPs: the forward pass and the backward pass to the activations (2 x forward); the frozen
+        # base weights need no gradient, and the LoRA and head gradients are small.
+        flops = 2 * forward_flops(shape, training_token_counts(config, base, max_length, reviews))
+        measured = {}
+        for name, settings in setups.items():
+            summary = timed_training(
+                config, base, workdir / f"cpu_train_{name}_{max_length}", config.cpu_train_steps, max_length, settings
+            )
+            samples_per_s = summary["train_samples_per_second"]
+            measured[name] = {
+                "samples_per_s": samples_per_s,
+                "precision": summary["precision"],
+                "run_s": summary["train_runtime_s"],
+                **compute_use(reviews / samples_per_s, flops, limit, bf16=summary["precision"] == "bf16"),
+            }
+        measured["samples_per_s_ratio"] = ratio(
+            measured["project"]["samples_per_s"], measured["before"]["samples_per_s"]
+        )
+        result["lengths"][str(max_length)] = measured
+        result[f"samples_per_s_ratio_{max_length}"] = measured["samples_per_s_ratio"]
+    result["threads"] = torch.get_num_threads()
+    result["method"] = (
+        "the Trainer's train_samples_per_second (steps x batch / training-loop time, which includes one short "
+        "validation pass and a checkpoint at the end); FLOPs: 2 x the forward FLOPs of the reviews trained on, "
+        "at their real token counts"
+    )
+    return result
+
+
+def tiny_base(workdir: Path) -> Path:
+    folder = workdir / "tiny_base"
+    return folder if folder.exists() else random_distilbert(folder)
+
+
 def bench_gpu_train(config: BenchConfig, workdir: Path) -> dict:
     """train.py with the project's settings against the tutorial setup, same model, data and steps."""
     import torch
-
-    from training import train
 
     on_gpu = torch.cuda.is_available()
     if not on_gpu and not config.smoke:
@@ -783,24 +905,7 @@ def bench_gpu_train(config: BenchConfig, workdir: Path) -> dict:
     for name, settings in [(f"warmup_{name}", settings) for name, settings in setups.items()] + list(setups.items()):
         warmup = name.startswith("warmup_")
         steps = min(10, config.train_steps) if warmup else config.train_steps
-        run = workdir / f"train_{name}"
-        train_config = train.TrainConfig(
-            base_model=str(base),
-            data=config.data,
-            output_dir=str(run / "adapter"),
-            results_dir=str(run / "results"),
-            max_length=config.train_max_length,
-            max_steps=steps,
-            batch_size=config.train_batch_size,
-            eval_batch_size=2 * config.train_batch_size,
-            train_limit=config.train_steps * config.train_batch_size,
-            validation_limit=max(8, config.train_batch_size * 4),
-            logging_steps=max(1, steps // 4),
-            seed=0,
-            **settings,
-        )
-        with quiet():
-            summary = train.main(train_config)
+        summary = timed_training(config, str(base), workdir / f"train_{name}", steps, config.train_max_length, settings)
         if not warmup:
             result[name] = {"samples_per_s": summary["train_samples_per_second"], "run_s": summary["train_runtime_s"]}
         if on_gpu:
@@ -1004,6 +1109,30 @@ def table(report: dict) -> str:
                     fmt(result.get("per_request_p50_ratio_to_pipeline")),
                 )
             )
+        elif part == "cpu-train":
+            limit = result["machine_limit"]
+            for length, measured in result["lengths"].items():
+                p, b = measured["project"], measured["before"]
+                rows.append(
+                    (
+                        part,
+                        f"training samples/s at {length} tokens (batch {result['batch_size']})",
+                        f"{fmt(p['samples_per_s'])} ({p['precision']})",
+                        f"{fmt(b['samples_per_s'])} (fp32, PyTorch dropout)",
+                        f"{fmt(measured['samples_per_s_ratio'])}x",
+                    )
+                )
+                rows.append(
+                    (
+                        part,
+                        f"fraction of the fp32 limit ({limit['fp32_gemm_gflop_per_s']} GFLOP/s)"
+                        + (f"; of bf16 ({limit['bf16_gemm_gflop_per_s']})" if p.get("fraction_of_bf16_limit") else ""),
+                        fmt(p["fraction_of_limit"])
+                        + (f"; bf16 {fmt(p['fraction_of_bf16_limit'])}" if p.get("fraction_of_bf16_limit") else ""),
+                        fmt(b["fraction_of_limit"]),
+                        "",
+                    )
+                )
         elif part == "gpu-train":
             rows.append(
                 (
@@ -1060,6 +1189,7 @@ def main(config: BenchConfig, argv: list[str] | None = None) -> dict:
             "inference": lambda: bench_inference(config, model_dir),
             "cli": lambda: bench_cli(config, model_dir, workdir),
             "app": lambda: bench_app(config, model_dir, report["parts"].get("inference")),
+            "cpu-train": lambda: bench_cpu_train(config, workdir),
             "gpu-train": lambda: bench_gpu_train(config, workdir),
             "gpu-inference": lambda: bench_gpu_inference(config, model_dir),
             "onnx": lambda: bench_onnx(config, model_dir, workdir),

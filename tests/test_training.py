@@ -245,17 +245,22 @@ def mocked_cuda(monkeypatch):
     return monkeypatch
 
 
-def test_mixed_precision_is_bf16_where_supported_else_fp16_and_nothing_on_the_cpu(mocked_cuda):
-    from training.train import mixed_precision
+def test_precision_auto_is_bf16_or_fp16_on_a_gpu_and_bf16_on_the_cpu_only_with_bf16_hardware(mocked_cuda):
+    from training import train
+    from training.train import mixed_precision, resolved_precision
 
-    assert mixed_precision("auto") == {"bf16": True, "fp16": False}
-    assert mixed_precision("fp32") == {"bf16": False, "fp16": False}
+    assert resolved_precision("auto") == "bf16" and mixed_precision("bf16") == {"bf16": True, "fp16": False}
+    assert resolved_precision("fp32") == "fp32" and mixed_precision("fp32") == {"bf16": False, "fp16": False}
     mocked_cuda.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)  # e.g. a V100 or T4
-    assert mixed_precision("auto") == {"bf16": False, "fp16": True}
+    assert resolved_precision("auto") == "fp16" and mixed_precision("fp16") == {"bf16": False, "fp16": True}
     mocked_cuda.setattr(torch.cuda, "is_available", lambda: False)
-    assert mixed_precision("auto") == {}
-    with pytest.raises(model_module.ModelLoadError, match="--precision bf16 needs a GPU"):
-        mixed_precision("bf16")
+    for hardware_bf16, expected in ((True, "bf16"), (False, "fp32")):  # an AMX Xeon; an AVX2 laptop
+        mocked_cuda.setattr(train, "bf16_is_fast", lambda answer=hardware_bf16: answer)
+        assert resolved_precision("auto") == expected
+    # bf16 on the CPU is autocast, which the Trainer allows only when told it runs on the CPU
+    assert mixed_precision("bf16") == {"bf16": True, "fp16": False, "use_cpu": True}
+    with pytest.raises(model_module.ModelLoadError, match="--precision fp16 needs a GPU"):
+        resolved_precision("fp16")
 
 
 def test_on_a_gpu_training_asks_for_bf16_grouped_lengths_and_batches_padded_to_64(mocked_cuda, tiny_distilbert):
