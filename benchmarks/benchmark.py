@@ -55,7 +55,7 @@ from pathlib import Path
 import numpy as np
 
 from inference.app_server import running_app
-from training.cpu_training import bf16_is_fast
+from training.model import bf16_is_fast
 from training.paths import DEFAULT_MODEL_DIR, PROJECT_ROOT
 from training.paths import RESULTS_DIR as PROJECT_RESULTS_DIR
 from training.tiny_model import DISTILBERT_BASE_SHAPE, TINY_DISTILBERT_SHAPE, random_distilbert
@@ -82,11 +82,13 @@ CPU_FLAGS_CHECKED = (
 GEMM_TOKENS = 4096  # rows of the measured matrix product: a batch of 16 reviews of 256 tokens
 APP_REVIEW = "A wonderful, moving film. The acting is superb and I loved every minute of it."
 
-# The issue's targets: (part, figure, comparison, bound).
+ACCURACY_TOLERANCE_POINTS = 0.3  # how much accuracy a faster path may cost against exact fp32
+# The issues' targets: (part, figure, comparison, bound).
 TARGETS = (
+    ("inference", "throughput_ratio", ">=", 2.0),
     ("inference", "throughput_ratio", ">=", 2.5),
     ("inference", "latency_p50_ratio", "<=", 0.4),
-    ("inference", "accuracy_change_points", "abs<=", 0.3),
+    ("inference", "accuracy_change_points", "abs<=", ACCURACY_TOLERANCE_POINTS),
     ("cpu-train", "samples_per_s_ratio_256", ">=", 2.0),
     ("cpu-train", "samples_per_s_ratio_512", ">=", 2.0),
     ("gpu-train", "samples_per_s_ratio", ">=", 2.0),
@@ -501,77 +503,110 @@ def limit_seconds(config: BenchConfig) -> float:
 
 
 def bench_inference(config: BenchConfig, model_dir: Path) -> dict:
-    """In-process CPU inference: Predictor (int8 and the fp32 default) against the pipeline on the same reviews."""
+    """In-process CPU inference: the Predictor at its default precision (bf16 on a CPU with AMX, else fp32), exact
+    fp32 and opt-in int8, against the pipeline on the same reviews."""
     from benchmarks.pipeline_baseline import load_pipeline
     from inference.predict import Predictor
     from training.model import quiet_loading
 
     reviews = sample_reviews(config.data, config.reviews, config.seed)
     texts, labels = reviews["text"].tolist(), reviews["label"].to_numpy()
+    loaders = {
+        "predictor": lambda: Predictor.from_pretrained(model_dir, device="cpu"),  # what users get by default
+        "predictor_fp32": lambda: Predictor.from_pretrained(model_dir, device="cpu", precision="fp32"),
+        "predictor_int8": lambda: Predictor.from_pretrained(model_dir, device="cpu", precision="int8"),
+        "pipeline": lambda: load_pipeline(model_dir, device="cpu", batch_size=config.pipeline_batch_size),
+    }
     loaded, load_s = {}, {}
-    for name, load in (
-        # int8: the fastest CPU option; fp32 (the CPU default): the exact path.
-        ("predictor", lambda: Predictor.from_pretrained(model_dir, device="cpu", precision="int8")),
-        ("predictor_fp32", lambda: Predictor.from_pretrained(model_dir, device="cpu", precision="fp32")),
-        ("pipeline", lambda: load_pipeline(model_dir, device="cpu", batch_size=config.pipeline_batch_size)),
-    ):
+    for name, load in loaders.items():
         started = time.perf_counter()
         with quiet_loading():  # the fresh-head notice a user cannot act on
             loaded[name] = load()
         load_s[name] = round(time.perf_counter() - started, 2)
-    predictor, exact, classify = loaded["predictor"], loaded["predictor_fp32"], loaded["pipeline"]
+    default_precision = loaded["predictor"].precision
+    if default_precision == "fp32":  # no bf16 hardware: the default is the exact path, measured once
+        del loaded["predictor_fp32"]
+    classify = loaded.pop("pipeline")
     batch = {
-        "predictor": lambda part: predictor.predict_proba(part, batch_size=config.batch_size)[:, 1].tolist(),
-        "predictor_fp32": lambda part: exact.predict_proba(part, batch_size=config.batch_size)[:, 1].tolist(),
-        "pipeline": lambda part: pipeline_positive_probability(classify(part)),
+        name: (lambda part, p=predictor: p.predict_proba(part, batch_size=config.batch_size)[:, 1].tolist())
+        for name, predictor in loaded.items()
     }
-    one = {
-        "predictor": predictor.predict_one,
-        "predictor_fp32": exact.predict_one,
-        "pipeline": classify,  # one string in, as a notebook calls it
-    }
+    batch["pipeline"] = lambda part: pipeline_positive_probability(classify(part))
+    one = {name: predictor.predict_one for name, predictor in loaded.items()}
+    one["pipeline"] = classify  # one string in, as a notebook calls it
     single_latencies(one, texts[:1])  # warm-up: first-call set-up is not part of serving
     throughput = interleaved(batch, texts, config.rounds)
     latencies = single_latencies(one, texts[: config.latency_reviews])
+    if "predictor_fp32" not in batch:
+        throughput["predictor_fp32"], latencies["predictor_fp32"] = throughput["predictor"], latencies["predictor"]
+        load_s["predictor_fp32"] = load_s["predictor"]
 
-    flops = flop_count(exact, texts)
+    flops = flop_count(loaded["predictor"], texts)
     limit = machine_limit(flops["model_shape"], limit_seconds(config))
+    precisions = {
+        "predictor": default_precision,
+        "predictor_fp32": "fp32",
+        "predictor_int8": "int8",
+        "pipeline": "fp32",
+    }
     systems = {}
-    for name in batch:
+    for name, precision in precisions.items():
         scores = throughput[name]["positive_probability"]
         systems[name] = {
+            "precision": precision,
             "reviews_per_s": round(len(texts) / throughput[name]["seconds"], 2),
             "latency": latency_summary(latencies[name]),
             "accuracy": round(accuracy(labels, scores), 4),
             "load_s": load_s[name],
-            **compute_use(throughput[name]["seconds"], flops["gflop"] * 1e9, limit, int8=name == "predictor"),
+            **compute_use(
+                throughput[name]["seconds"],
+                flops["gflop"] * 1e9,
+                limit,
+                int8=precision == "int8",
+                bf16=precision == "bf16",
+            ),
         }
-    predictor_info = predictor.info()
-    agree = lambda a, b: int(np.sum((np.asarray(a) > 0.5) != (np.asarray(b) > 0.5)))  # noqa: E731
+    exact = throughput["predictor_fp32"]["positive_probability"]
+    changed = lambda scores: int(np.sum((np.asarray(scores) > 0.5) != (np.asarray(exact) > 0.5)))  # noqa: E731
+    points = lambda name: round(100 * (systems[name]["accuracy"] - systems["predictor_fp32"]["accuracy"]), 2)  # noqa: E731
+    pipeline_rate = systems["pipeline"]["reviews_per_s"]
     return {
         "reviews": len(texts),
         "latency_reviews": min(config.latency_reviews, len(texts)),
-        "predictor_precision": predictor_info["precision"],
+        "predictor_precision": default_precision,
         "predictor_batch_size": config.batch_size,
         "pipeline_batch_size": config.pipeline_batch_size,
         "systems": systems,
-        "throughput_ratio": ratio(systems["predictor"]["reviews_per_s"], systems["pipeline"]["reviews_per_s"]),
-        "throughput_ratio_fp32": ratio(
-            systems["predictor_fp32"]["reviews_per_s"], systems["pipeline"]["reviews_per_s"]
-        ),
+        "throughput_ratio": ratio(systems["predictor"]["reviews_per_s"], pipeline_rate),
+        "throughput_ratio_fp32": ratio(systems["predictor_fp32"]["reviews_per_s"], pipeline_rate),
+        "throughput_ratio_int8": ratio(systems["predictor_int8"]["reviews_per_s"], pipeline_rate),
         "latency_p50_ratio": ratio(systems["predictor"]["latency"]["p50_ms"], systems["pipeline"]["latency"]["p50_ms"]),
         "latency_p95_ratio": ratio(systems["predictor"]["latency"]["p95_ms"], systems["pipeline"]["latency"]["p95_ms"]),
-        "accuracy_change_points": round(
-            100 * (systems["predictor"]["accuracy"] - systems["predictor_fp32"]["accuracy"]), 2
-        ),
-        "labels_changed_vs_fp32": agree(
-            throughput["predictor"]["positive_probability"], throughput["predictor_fp32"]["positive_probability"]
+        "accuracy_change_points": points("predictor"),
+        "labels_changed_vs_fp32": changed(throughput["predictor"]["positive_probability"]),
+        "int8_accuracy_change_points": points("predictor_int8"),
+        "int8_labels_changed_vs_fp32": changed(throughput["predictor_int8"]["positive_probability"]),
+        "int8_verdict": int8_verdict(
+            points("predictor_int8"), changed(throughput["predictor_int8"]["positive_probability"])
         ),
         "method": f"throughput over {len(texts)} reviews in {config.rounds} interleaved rounds; latency: one review per call, "
         "each review sent to every system in turn; accuracy against the IMDb labels",
         "machine_limit": limit,
         "flops": flops,
     }
+
+
+def int8_verdict(change_points: float, labels_changed: int) -> str:
+    """Why int8 is (not) the CPU default, from this run's figures: the rule is 0.3 points of accuracy."""
+    if abs(change_points) <= ACCURACY_TOLERANCE_POINTS:
+        return (
+            f"within {ACCURACY_TOLERANCE_POINTS} points of fp32 here ({change_points:+.2f}, {labels_changed} labels "
+            "changed), but other samples and machines measured more: opt-in only (docs/speed.md)"
+        )
+    return (
+        f"not a default: {change_points:+.2f} points of accuracy against fp32 ({labels_changed} labels changed), more "
+        f"than the {ACCURACY_TOLERANCE_POINTS} points a speed-up may cost; opt-in with --precision int8"
+    )
 
 
 def bench_onnx(config: BenchConfig, model_dir: Path, workdir: Path) -> dict:
@@ -1013,14 +1048,16 @@ def table(report: dict) -> str:
             continue
         if part == "inference":
             s = result["systems"]
-            p, e, b = s["predictor"], s["predictor_fp32"], s["pipeline"]
+            p, e, i, b = s["predictor"], s["predictor_fp32"], s["predictor_int8"], s["pipeline"]
             rows += [
                 (
                     part,
                     f"throughput, {result['reviews']} reviews (reviews/s)",
-                    f"{fmt(p['reviews_per_s'])} ({result['predictor_precision']}); {fmt(e['reviews_per_s'])} (fp32)",
+                    f"{fmt(p['reviews_per_s'])} ({result['predictor_precision']}, default); "
+                    f"{fmt(e['reviews_per_s'])} (fp32); {fmt(i['reviews_per_s'])} (int8)",
                     f"{fmt(b['reviews_per_s'])} (pipeline, batch {result['pipeline_batch_size']})",
-                    f"{fmt(result['throughput_ratio'])}x; fp32 {fmt(result['throughput_ratio_fp32'])}x",
+                    f"{fmt(result['throughput_ratio'])}x; fp32 {fmt(result['throughput_ratio_fp32'])}x; "
+                    f"int8 {fmt(result['throughput_ratio_int8'])}x",
                 ),
                 (
                     part,
@@ -1039,19 +1076,27 @@ def table(report: dict) -> str:
                 (
                     part,
                     f"fraction of the fp32 limit ({result['machine_limit']['fp32_gemm_gflop_per_s']} GFLOP/s)",
-                    f"{fmt(p['fraction_of_limit'])} ({result['predictor_precision']}); "
-                    f"{fmt(e['fraction_of_limit'])} (fp32)",
+                    f"{fmt(p['fraction_of_limit'])} ({result['predictor_precision']}"
+                    + (
+                        f"; of the bf16 limit {fmt(p['fraction_of_bf16_limit'])}"
+                        if "fraction_of_bf16_limit" in p
+                        else ""
+                    )
+                    + f"); {fmt(e['fraction_of_limit'])} (fp32); {fmt(i['fraction_of_limit'])} (int8)",
                     fmt(b["fraction_of_limit"]),
                     "",
                 ),
                 (
                     part,
                     "accuracy",
-                    f"{p['accuracy']:.4f}; fp32 {e['accuracy']:.4f} "
-                    f"({result['accuracy_change_points']:+.2f} points, {result['labels_changed_vs_fp32']} labels changed)",
+                    f"{p['accuracy']:.4f} ({result['predictor_precision']}: {result['accuracy_change_points']:+.2f} points, "
+                    f"{result['labels_changed_vs_fp32']} labels changed); fp32 {e['accuracy']:.4f}; int8 "
+                    f"{i['accuracy']:.4f} ({result['int8_accuracy_change_points']:+.2f}, "
+                    f"{result['int8_labels_changed_vs_fp32']} changed)",
                     f"{b['accuracy']:.4f}",
                     "",
                 ),
+                (part, "int8", result["int8_verdict"], "", ""),
             ]
         elif part == "onnx":
             o, e = result["systems"]["onnxruntime"], result["systems"]["predictor_fp32"]

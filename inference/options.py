@@ -78,8 +78,8 @@ def add_precision(parser: argparse.ArgumentParser) -> None:
         "--precision",
         choices=PRECISIONS,
         default="auto",
-        help="auto (default): fp32 on the CPU, bf16 on a GPU. int8: dynamic quantization, faster on a "
-        "CPU but less accurate (see docs/speed.md).",
+        help="auto (default): bf16 where the hardware computes it (a GPU, or a CPU with Intel AMX), else exact "
+        "fp32. fp32: exact everywhere. int8: dynamic quantization, faster on a CPU but less accurate (see docs/speed.md).",
     )
 
 

@@ -20,6 +20,7 @@ from training.data import encode_texts, encode_windows
 from training.model import (
     ModelLoadError,
     SentimentConfig,
+    bf16_is_fast,
     describe_device,
     load_classifier,
     pick_device,
@@ -41,16 +42,17 @@ LONG_REVIEW_MODES = ("truncate", "sliding")
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:
-    """'auto' means fp32 on the CPU and bf16 on a GPU that supports it; int8 is an opt-in for CPU speed.
+    """'auto' means bf16 where the hardware multiplies it (a GPU that supports it, a CPU with AMX) and exact
+    fp32 elsewhere; int8 is an opt-in for CPU speed.
 
-    int8 is not the CPU default because it costs more accuracy than this project allows a speed-up
-    (figures: docs/speed.md).
+    bf16 changed no label of 1,000 reviews against fp32; int8 is not a default because it costs more
+    accuracy than this project allows a speed-up (figures: docs/speed.md).
     """
     if precision not in PRECISIONS:
         raise ValueError(f"Unknown precision '{precision}'; choose from {', '.join(PRECISIONS)}.")
     if precision == "auto":
         if device.type == "cpu":
-            return "fp32"
+            return "bf16" if bf16_is_fast() else "fp32"
         return "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
     if precision == "int8" and device.type != "cpu":
         # ModelLoadError, not ValueError: the CLIs turn it into one `error:` line instead of a traceback.
@@ -82,7 +84,8 @@ def quantize_int8(model, keep_exact: tuple[str, ...] = ("classifier", "pooler"))
 class Predictor(Scoring):
     """Base model + adapter loaded once; predicts one review or many in length-sorted batches.
 
-    `precision`: how the model runs ("auto": fp32 on the CPU, bf16 on a GPU; "int8": faster on the CPU, less accurate).
+    `precision`: how the model runs ("auto": bf16 on a GPU or an AMX CPU, else fp32; "int8": faster on the CPU,
+    less accurate).
     `temperature`: logits are divided by it before the softmax (1.0 = uncalibrated).
     `long_reviews`: "truncate" keeps the head and tail the adapter was trained with; "sliding" reads
     the whole review in overlapping windows and averages their logits.

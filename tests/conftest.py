@@ -23,6 +23,9 @@ SHIPPED_MODEL_DIR = DEFAULT_MODEL_DIR
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach for the hub
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# 'auto' precision is bf16 on a CPU with AMX and fp32 elsewhere: the tests pin fp32 (here and in every command
+# they start) so they behave alike on every machine; tests of the bf16 path ask for it or mock the hardware.
+os.environ["SENTIMENT_CPU_BF16"] = "0"
 
 
 def under_ci() -> bool:
@@ -102,21 +105,20 @@ def tiny_adapter(tmp_path_factory, tiny_distilbert, small_imdb) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_predictor(tiny_adapter):
-    """The tiny adapter loaded as the app loads one: the default precision (fp32 on the CPU), calibrated.
+    """The tiny adapter loaded as the app loads one (calibrated), in exact fp32: the default precision is bf16
+    on a CPU with AMX, fp32 elsewhere, and the tests must not depend on the machine CI lands on.
     Shared read-only: the Predictor is built to be shared (the app shares one between sessions)."""
     from inference.predict import Predictor
 
-    predictor = Predictor.from_pretrained(tiny_adapter, device="cpu")
-    assert predictor.precision == "fp32"
-    return predictor
+    return Predictor.from_pretrained(tiny_adapter, device="cpu", precision="fp32")
 
 
 @pytest.fixture(scope="session")
 def shipped_predictor():
-    """The shipped adapter as the app and the CLI load it on the CPU (fp32, calibrated)."""
+    """The shipped adapter as the app and the CLI load it on the CPU (calibrated), in exact fp32."""
     from inference.predict import Predictor
 
-    return Predictor.from_pretrained(SHIPPED_MODEL_DIR, device="cpu")
+    return Predictor.from_pretrained(SHIPPED_MODEL_DIR, device="cpu", precision="fp32")
 
 
 @pytest.fixture(scope="session")

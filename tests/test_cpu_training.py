@@ -3,6 +3,7 @@ attention that uses it computes what "sdpa" computes."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -10,13 +11,12 @@ from torch import nn
 from training.cpu_training import (
     ATTENTION_NAME,
     Dropout,
-    bf16_is_fast,
     cheap_dropout,
     dropout_attention,
     keep_mask,
     use_cheap_dropout,
 )
-from training.model import LoraSettings, build_classifier
+from training.model import LoraSettings, bf16_is_fast, build_classifier
 
 
 @pytest.mark.parametrize("p", [0.1, 0.5, 0.9])
@@ -98,3 +98,32 @@ def test_the_model_keeps_every_dropout_rate_and_predicts_exactly_as_before_outsi
 
 def test_bf16_is_fast_answers_a_plain_bool():
     assert bf16_is_fast() in (True, False)
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp32"])
+def test_train_py_on_the_cpu_trains_with_cheap_dropout_in_bf16_or_fp32(
+    tiny_distilbert, small_imdb, tmp_path, monkeypatch, precision
+):
+    from safetensors.torch import load_file
+
+    from tests.conftest import tiny_train_config
+    from training import train
+
+    swapped = []
+    monkeypatch.setattr(train, "use_cheap_dropout", lambda model: swapped.append(use_cheap_dropout(model)))
+    summary = train.main(tiny_train_config(tiny_distilbert, small_imdb, tmp_path, max_steps=6, precision=precision))
+    assert summary["precision"] == precision and swapped and swapped[0] > 0
+    assert summary["validation"]["accuracy"] > 0.4 and np.isfinite(summary["validation"]["log_loss"])
+    # bf16 is autocast: the trained weights the adapter keeps are fp32 either way
+    weights = load_file(tmp_path / "adapter" / "adapter_model.safetensors")
+    assert {tensor.dtype for tensor in weights.values()} == {torch.float32}
+
+
+def test_torch_dropout_keeps_pytorchs_dropout_and_attention(tiny_distilbert, small_imdb, tmp_path, monkeypatch):
+    from tests.conftest import tiny_train_config
+    from training import train
+
+    monkeypatch.setattr(train, "use_cheap_dropout", lambda model: pytest.fail("--torch-dropout must not swap"))
+    config = train.parse_args(["--torch-dropout", "--precision", "fp32"])
+    assert config.cheap_cpu_dropout is False
+    train.main(tiny_train_config(tiny_distilbert, small_imdb, tmp_path, max_steps=2, cheap_cpu_dropout=False))

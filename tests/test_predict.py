@@ -208,22 +208,39 @@ def test_sliding_windows_read_a_verdict_that_sits_only_in_the_middle(shipped_pre
         assert sliding.predict_one(review).label == verdict, verdict
 
 
-def test_fp32_is_the_cpu_default_and_int8_is_selectable(tiny_adapter):
+def test_the_cpu_default_is_bf16_with_amx_and_fp32_without_and_int8_is_selectable(tiny_adapter, monkeypatch):
+    import torch
+
+    from inference import predictor as predictor_module
     from inference.predict import resolve_precision
 
-    assert resolve_precision("auto", __import__("torch").device("cpu")) == "fp32"
+    cpu = torch.device("cpu")
+    for amx, expected in ((True, "bf16"), (False, "fp32")):
+        monkeypatch.setattr(predictor_module, "bf16_is_fast", lambda answer=amx: answer)
+        assert resolve_precision("auto", cpu) == expected
+        assert resolve_precision("fp32", cpu) == "fp32"  # exact fp32 stays one flag away on every CPU
     with pytest.raises(ModelLoadError, match="CPU only"):
-        resolve_precision("int8", __import__("torch").device("cuda"))
+        resolve_precision("int8", torch.device("cuda"))
     fast = Predictor.from_pretrained(tiny_adapter, device="cpu", precision="int8")
-    exact = Predictor.from_pretrained(tiny_adapter, device="cpu")
-    assert fast.precision == "int8" and exact.precision == "fp32"
+    half = Predictor.from_pretrained(tiny_adapter, device="cpu", precision="bf16")
+    exact = Predictor.from_pretrained(tiny_adapter, device="cpu", precision="fp32")
+    assert (fast.precision, half.precision, exact.precision) == ("int8", "bf16", "fp32")
+    assert next(half.model.parameters()).dtype == torch.bfloat16
 
     def quantized(model):
         return any(".quantized." in type(module).__module__ for module in model.modules())
 
     assert quantized(fast.model) and not quantized(exact.model)
     texts = ["A superb, moving film.", "Dreadful, dull and far too long."]
-    assert np.abs(fast.predict_proba(texts) - exact.predict_proba(texts)).max() < 0.05
+    for approximate in (fast, half):
+        assert np.abs(approximate.predict_proba(texts) - exact.predict_proba(texts)).max() < 0.05
+
+
+def test_the_environment_switch_keeps_every_cpu_on_fp32(monkeypatch):
+    from training.model import CPU_BF16_SWITCH, bf16_is_fast
+
+    monkeypatch.setenv(CPU_BF16_SWITCH, "0")
+    assert bf16_is_fast() is False
 
 
 def test_temperature_saved_with_the_adapter_scales_the_logits(tiny_adapter, tmp_path):

@@ -11,8 +11,9 @@ attention-probability matrix (batch x heads x tokens x tokens) and to the hidden
 - `dropout_attention`: attention whose probability dropout is that `Dropout`; outside training it is
   PyTorch's scaled_dot_product_attention, exactly as the "sdpa" implementation computes it.
 
-Matrix multiplies in bf16 (autocast) pay off only where the CPU multiplies bf16 in hardware (Intel AMX);
-`bf16_is_fast` says whether this one does. On a GPU none of this is used: its dropout is already cheap.
+Matrix multiplies in bf16 (autocast) pay off only where the CPU multiplies bf16 in hardware (Intel AMX):
+training/model.py's `bf16_is_fast` says whether this one does. On a GPU none of this is used: its dropout
+is already cheap.
 """
 
 from __future__ import annotations
@@ -110,10 +111,3 @@ def use_cheap_dropout(model: nn.Module) -> int:
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     base.set_attn_implementation(ATTENTION_NAME)
     return swapped
-
-
-def bf16_is_fast() -> bool:
-    """Whether this CPU multiplies bf16 matrices in hardware (Intel AMX). Elsewhere bf16 is emulated
-    (AVX-512 without AMX) or converted (AVX2) and no faster than fp32, so training stays fp32 there."""
-    amx = getattr(torch.cpu, "_is_amx_tile_supported", None)  # private, present since PyTorch 2.3
-    return bool(amx and amx() and torch.ops.mkldnn._is_mkldnn_bf16_supported())

@@ -468,6 +468,21 @@ def pick_device(requested: str | None = None) -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+CPU_BF16_SWITCH = "SENTIMENT_CPU_BF16"  # set to 0: keep the CPU on exact fp32 by default, as on a CPU without AMX
+
+
+def bf16_is_fast() -> bool:
+    """Whether this CPU multiplies bf16 matrices in hardware (Intel AMX), so bf16 is the fast CPU precision.
+    Elsewhere bf16 is emulated (AVX-512 without AMX) or converted (AVX2) and no faster than fp32.
+
+    SENTIMENT_CPU_BF16=0 in the environment answers no on any CPU, so every 'auto' precision (training,
+    serving, the app) stays exact fp32; the tests set it so they behave alike on every machine."""
+    if os.environ.get(CPU_BF16_SWITCH, "").strip() == "0":
+        return False
+    amx = getattr(torch.cpu, "_is_amx_tile_supported", None)  # private, present since PyTorch 2.3
+    return bool(amx and amx() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
 def describe_device(device: torch.device) -> str:
     """A person-readable name: 'CPU' or the GPU's name."""
     if device.type == "cuda":

@@ -28,7 +28,7 @@ import torch
 
 from evaluation.metrics import calibration_record, classification_metrics, softmax
 from training import data, failures, storage
-from training.cpu_training import bf16_is_fast, use_cheap_dropout
+from training.cpu_training import use_cheap_dropout
 from training.data import TRUNCATION_STRATEGIES
 from training.model import (
     DEFAULT_BASE_MODEL,
@@ -36,6 +36,7 @@ from training.model import (
     LoraSettings,
     ModelLoadError,
     SentimentConfig,
+    bf16_is_fast,
     build_classifier,
     load_base_config,
     load_tokenizer,
