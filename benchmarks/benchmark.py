@@ -6,16 +6,17 @@
     python benchmarks/benchmark.py --smoke               # a tiny model and 20 reviews, every part on the CPU (CI)
 
 Parts (none named: all of them; GPU parts are recorded as skipped on a machine without a GPU):
-  --inference      in one process on the CPU: Predictor (int8, and the exact fp32 default) against
-                   transformers.pipeline on the same model and the same reviews: throughput, single-review
-                   latency p50/p95, accuracy, ratios
+  --inference      in one process on the CPU: the Predictor at its default precision (bf16 on a CPU with AMX,
+                   else fp32), exact fp32 and int8 against transformers.pipeline on the same model and the
+                   same reviews: throughput, single-review latency p50/p95, accuracy, labels changed, ratios
   --cli            whole processes, imports and model loading included: `inference/predict.py --file` against
                    benchmarks/pipeline_baseline.py on the same CSV
   --app            `streamlit run app.py` until the first prediction shows in headless Chromium; then the
                    per-request latency of the app script through streamlit's AppTest
   --cpu-train      train.py samples/s on the CPU with the packaged MiniLM at max length 256 and 512: the
-                   project's settings (cheap dropout, bf16 where the CPU has AMX) against the same run with
-                   PyTorch's dropout in fp32 (the settings before issue 12), and each as a fraction of the limit
+                   project's settings (cheap dropout, bf16 where the CPU has AMX; on such a CPU also in fp32)
+                   against the same run with PyTorch's dropout in fp32 (the settings before issue 12), and each
+                   as a fraction of the limit
   --gpu-train      train.py samples/s with a randomly initialised DistilBERT-base-shaped model at max length 512:
                    bf16, SDPA attention, dynamic padding, length-grouped batches against the tutorial setup
                    (fp32, eager attention, every batch padded to 512, random batches)
@@ -864,6 +865,8 @@ def bench_cpu_train(config: BenchConfig, workdir: Path) -> dict:
         "project": dict(precision="auto", cheap_cpu_dropout=True),
         "before": dict(precision="fp32", cheap_cpu_dropout=False),
     }
+    if bf16_is_fast():  # the project's settings without bf16: what a CPU without AMX runs
+        setups["project_fp32"] = dict(precision="fp32", cheap_cpu_dropout=True)
     shape = encoder_shape(load_base_config(base))
     limit = machine_limit(shape, limit_seconds(config))
     result = {
@@ -892,9 +895,10 @@ def bench_cpu_train(config: BenchConfig, workdir: Path) -> dict:
                 "run_s": summary["train_runtime_s"],
                 **compute_use(reviews / samples_per_s, flops, limit, bf16=summary["precision"] == "bf16"),
             }
-        measured["samples_per_s_ratio"] = ratio(
-            measured["project"]["samples_per_s"], measured["before"]["samples_per_s"]
-        )
+        before = measured["before"]["samples_per_s"]
+        measured["samples_per_s_ratio"] = ratio(measured["project"]["samples_per_s"], before)
+        if "project_fp32" in measured:
+            measured["samples_per_s_ratio_fp32"] = ratio(measured["project_fp32"]["samples_per_s"], before)
         result["lengths"][str(max_length)] = measured
         result[f"samples_per_s_ratio_{max_length}"] = measured["samples_per_s_ratio"]
     result["threads"] = torch.get_num_threads()
@@ -1167,6 +1171,16 @@ def table(report: dict) -> str:
                         f"{fmt(measured['samples_per_s_ratio'])}x",
                     )
                 )
+                if "project_fp32" in measured:
+                    rows.append(
+                        (
+                            part,
+                            f"the same in fp32 at {length} tokens (cheap dropout alone: a CPU without AMX)",
+                            fmt(measured["project_fp32"]["samples_per_s"]),
+                            fmt(b["samples_per_s"]),
+                            f"{fmt(measured['samples_per_s_ratio_fp32'])}x",
+                        )
+                    )
                 rows.append(
                     (
                         part,

@@ -19,7 +19,7 @@ PREDICTIONS_PER_THREAD = 100
 def test_sixteen_threads_on_one_predictor_get_exactly_the_sequential_results(
     precision, tiny_predictor, tiny_adapter, small_imdb
 ):
-    # The app's configuration: the default precision (fp32 on the CPU), one review per call; and int8,
+    # The app's configuration: the default precision (fp32 under the tests), one review per call; and int8,
     # the CPU speed option, whose quantized kernels keep their own state.
     if precision == "auto":
         predictor = tiny_predictor

@@ -34,7 +34,7 @@ RELATIVE_TOLERANCE = 0.01
 
 @pytest.fixture(scope="module")
 def shipped(shipped_predictor) -> Predictor:
-    # fp32 (the CPU default): the exact path, and no second model (int8 would explain with an fp32 copy).
+    # fp32: the exact path, and no second model (int8 or bf16 would explain with an fp32 copy).
     assert shipped_predictor.precision == "fp32"
     return shipped_predictor
 

@@ -35,7 +35,7 @@ any_text = st.one_of(short_texts, long_texts, blank_texts, st.sampled_from(["", 
 
 @pytest.fixture(scope="module")
 def predictor(tiny_predictor) -> Predictor:
-    return tiny_predictor  # the default precision: fp32 on the CPU, the exact path
+    return tiny_predictor  # exact fp32, the CPU default without AMX (and under the tests)
 
 
 @pytest.fixture(scope="module")
