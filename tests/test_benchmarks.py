@@ -142,3 +142,12 @@ def test_without_a_gpu_the_gpu_parts_are_skipped_with_a_reason(tmp_path, monkeyp
     config = benchmark.BenchConfig(parts=("gpu-train", "gpu-inference"))
     assert "no CUDA GPU" in benchmark.bench_gpu_train(config, tmp_path)["skipped"]
     assert "no CUDA GPU" in benchmark.bench_gpu_inference(config, tmp_path)["skipped"]
+
+
+def test_the_cpu_training_profile_times_every_setup_on_the_real_model(capsys):
+    from benchmarks import cpu_train_profile
+
+    rows = cpu_train_profile.main(["--max-length", "16", "--batch-size", "2", "--steps", "1", "--profile"])
+    assert [row["setup"] for row in rows] == list(cpu_train_profile.SETUPS)
+    assert all(row["samples_per_s"] > 0 and row["max_length"] == 16 for row in rows)
+    assert "Self CPU time total" in capsys.readouterr().out  # the profiler's table, once per setup
