@@ -39,6 +39,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0, help="Seed for --limit's subset.")
     options.add_batch_size(parser, default=64)
     options.add_device(parser)
+    options.add_precision(parser)
     parser.add_argument(
         "--output-dir", type=Path, default=RESULTS_DIR / "evaluation", help="Where the JSON report and plots go."
     )
@@ -62,7 +63,9 @@ def main(args: argparse.Namespace) -> dict:
     frame["label"] = label_ids(frame["label"], label_names, f"{args.data} ({args.split})")
     blank = frame["text"].str.strip() == ""
     frame = stratified_subset(frame[~blank], args.limit, args.seed)
-    predictor = Predictor.from_pretrained(args.model, device=args.device, trust_pickle=args.trust_pickle_weights)
+    predictor = Predictor.from_pretrained(
+        args.model, device=args.device, precision=args.precision, trust_pickle=args.trust_pickle_weights
+    )
 
     started = time.perf_counter()
     logits = predictor.predict_logits(frame["text"].tolist(), batch_size=args.batch_size, progress=True)

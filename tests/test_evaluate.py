@@ -107,3 +107,14 @@ def test_calibration_error_is_zero_when_confidence_matches_accuracy():
 def test_softmax_is_stable_and_normalised():
     probabilities = softmax(np.array([[1000.0, 0.0], [0.0, 0.0]]))
     assert np.allclose(probabilities, [[1.0, 0.0], [0.5, 0.5]])
+
+
+def test_precision_is_chosen_on_the_command_line_and_recorded_in_the_report(tiny_adapter, small_imdb, tmp_path):
+    reports = {}
+    for precision in ("bf16", "fp32"):
+        out = tmp_path / precision
+        arguments = ["--model", str(tiny_adapter), "--data", str(small_imdb), "--limit", "40", "--output-dir", str(out)]
+        assert cli([*arguments, "--precision", precision]) == 0
+        reports[precision] = json.loads((out / "report.json").read_text())
+    assert (reports["bf16"]["model"]["precision"], reports["fp32"]["model"]["precision"]) == ("bf16", "fp32")
+    assert reports["bf16"]["metrics"]["num_examples"] == reports["fp32"]["metrics"]["num_examples"] == 40
