@@ -70,6 +70,8 @@ def test_attention_in_training_computes_what_sdpa_computes_when_nothing_is_dropp
     assert torch.allclose(got, expected, atol=1e-5)
     dropped, _ = dropout_attention(module.train(), query, key, value, mask, dropout=0.5)
     assert not torch.allclose(dropped, expected, atol=1e-3)  # and with p = 0.5 it does drop
+    everything, _ = dropout_attention(module.train(), query, key, value, mask, dropout=1.0)
+    assert torch.equal(everything, torch.zeros_like(everything))  # p = 1: nothing left, and no division by zero
 
 
 def test_the_model_keeps_every_dropout_rate_and_predicts_exactly_as_before_outside_training(tiny_distilbert):

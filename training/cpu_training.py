@@ -90,7 +90,8 @@ def dropout_attention(module, query, key, value, attention_mask, scaling=None, d
         else:  # additive: 0 or a large negative number
             scores = scores + attention_mask
     probabilities = cheap_dropout(nn.functional.softmax(scores, dim=-1), dropout, scaled=False)
-    output = torch.matmul(probabilities, value) * (1.0 / (1.0 - dropout))  # (batch, heads, tokens, head_dim)
+    scale = 1.0 / (1.0 - dropout) if dropout < 1 else 0.0  # p = 1 drops every probability
+    output = torch.matmul(probabilities, value) * scale  # (batch, heads, tokens, head_dim)
     return output.transpose(1, 2).contiguous(), None
 
 
