@@ -50,17 +50,20 @@ def test_shipped_adapter_keeps_its_pinned_figures_on_a_fixed_sample(imdb_dir, sh
 def test_short_lora_run_on_the_packaged_base_beats_chance(small_imdb, tmp_path):
     from training.train import main
 
-    # 40 steps at 64 tokens: the most a CPU test can afford; the real recipe is in the model card.
+    # 40 steps at 128 tokens: about what a CPU test can afford; the real recipe is in the model card. At
+    # 64 tokens, 3e-3 and no warm-up, one seed in 16 collapsed to one label (0.5) with either dropout
+    # (the cheaper one: seed 42, this test's; PyTorch's: seed 15); these settings gave 0.75 to 0.78 on
+    # seeds 42, 1 and 2 (docs/speed.md#cpu-training).
     config = tiny_train_config(
         "minilm",
         small_imdb,
         tmp_path,
-        max_length=64,
+        max_length=128,
         max_steps=40,
         eval_steps=40,
         batch_size=16,
-        learning_rate=3e-3,
-        warmup_fraction=0.0,
+        learning_rate=2e-3,
+        warmup_fraction=0.1,
         lora_rank=8,
         lora_alpha=16,
         validation_fraction=0.25,
