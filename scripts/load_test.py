@@ -570,13 +570,42 @@ def mb(value: int) -> float:
     return round(value / 2**20, 1)
 
 
-def main(args: argparse.Namespace) -> dict:
-    deadline = time.monotonic() + args.time_limit
-    reviews = reviews_to_send(args)
+def server_env(args: argparse.Namespace, **extra: str) -> dict[str, str]:
+    """The app server's environment: --env pairs, the adapter folder when --model is given, and `extra`."""
     env = dict(item.split("=", 1) for item in args.env)
     if args.model is not None:
         env["SENTIMENT_MODEL_DIR"] = str(args.model)
-    server = start_app(env, args=["--server.disconnectedSessionTTL", str(args.session_ttl)])
+    return {**env, **extra}
+
+
+def play_rounds(args, deadline: float, port: int, process: psutil.Process, monitor, play) -> list[dict]:
+    """--rounds rounds of `play(round_index, time_left)` (a dict of the round's own figures), each timed and
+    followed by its memory: the peak the monitor saw during it and the settled figure after it."""
+    rounds = []
+    for round_index in range(args.rounds):
+        time_left = deadline - time.monotonic()
+        if time_left <= 0:
+            raise TimeoutError(f"--time-limit {args.time_limit:.0f} s reached before round {round_index + 1}")
+        started, window_start = time.perf_counter(), time.monotonic()
+        figures = play(round_index, time_left)
+        seconds = time.perf_counter() - started
+        peak = max([value for moment, value in monitor.memory if moment >= window_start] or [rss_bytes(process)])
+        rounds.append(
+            {
+                "round": round_index + 1,
+                "seconds": round(seconds, 1),
+                **figures,
+                "rss_mb_peak": mb(peak),
+                "rss_mb_settled": mb(settled(process, port, args.settle)),
+            }
+        )
+    return rounds
+
+
+def main(args: argparse.Namespace) -> dict:
+    deadline = time.monotonic() + args.time_limit
+    reviews = reviews_to_send(args)
+    server = start_app(server_env(args), args=["--server.disconnectedSessionTTL", str(args.session_ttl)])
     port = server.port
     process = psutil.Process(server.pid)
     try:
@@ -586,38 +615,25 @@ def main(args: argparse.Namespace) -> dict:
         first_page_s = asyncio.run(asyncio.wait_for(first_page(port), timeout=300))
         rss_ready = rss_bytes(process)
 
-        monitor = Monitor(port, process, args.interval, args.health_timeout)
-        monitor.start()
-        rounds = []
-        for round_index in range(args.rounds):
-            time_left = deadline - time.monotonic()
-            if time_left <= 0:
-                raise TimeoutError(f"--time-limit {args.time_limit:.0f} s reached before round {round_index + 1}")
+        def play(round_index: int, time_left: float) -> dict:
             start = round_index * args.sessions * args.predictions
             batch = reviews[start : start + args.sessions * args.predictions]
             per_session = [batch[i * args.predictions : (i + 1) * args.predictions] for i in range(args.sessions)]
-            started, window_start = time.perf_counter(), time.monotonic()
             records = asyncio.run(one_round(port, args.sessions, per_session, time_left))
-            elapsed = time.perf_counter() - started
-            round_peak = max(
-                [value for moment, value in monitor.memory if moment >= window_start] or [rss_bytes(process)]
-            )
             latencies = [value for record in records for value in record["latencies"]]
-            rounds.append(
-                {
-                    "round": round_index + 1,
-                    "seconds": round(elapsed, 1),
-                    "predictions_sent": args.sessions * args.predictions,
-                    "predictions_answered": len(latencies),
-                    "errors": [error for record in records for error in record["errors"]],
-                    "labels": {label: sum(r["labels"].count(label) for r in records) for label in RESULT_LABELS},
-                    "latency_ms_p50": percentile_ms(latencies, 50),
-                    "latency_ms_p95": percentile_ms(latencies, 95),
-                    "latency_ms_max": percentile_ms(latencies, 100),
-                    "rss_mb_peak": mb(round_peak),
-                    "rss_mb_settled": mb(settled(process, port, args.settle)),
-                }
-            )
+            return {
+                "predictions_sent": args.sessions * args.predictions,
+                "predictions_answered": len(latencies),
+                "errors": [error for record in records for error in record["errors"]],
+                "labels": {label: sum(r["labels"].count(label) for r in records) for label in RESULT_LABELS},
+                "latency_ms_p50": percentile_ms(latencies, 50),
+                "latency_ms_p95": percentile_ms(latencies, 95),
+                "latency_ms_max": percentile_ms(latencies, 100),
+            }
+
+        monitor = Monitor(port, process, args.interval, args.health_timeout)
+        monitor.start()
+        rounds = play_rounds(args, deadline, port, process, monitor, play)
         monitor.stopped.set()
         monitor.join()
     finally:
@@ -628,12 +644,7 @@ def main(args: argparse.Namespace) -> dict:
     growth = memory_trend([r["rss_mb_settled"] for r in rounds])
     report = {
         "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
-        "machine": {
-            "cpu": _cpu_name(),
-            "cores": os.cpu_count(),
-            "platform": platform.platform(),
-            "load_average_at_end": [round(value, 2) for value in os.getloadavg()],
-        },
+        "machine": machine(),
         "settings": {
             "sessions": args.sessions,
             "predictions_per_session": args.predictions,
@@ -747,12 +758,12 @@ def main_mixed(args: argparse.Namespace) -> dict:
     deadline = time.monotonic() + args.time_limit
     per_session = args.predictions + args.upload_rows
     texts = reviews_to_send(args, args.sessions * per_session * args.rounds + per_session)
-    env = dict(item.split("=", 1) for item in args.env)
-    if args.model is not None:
-        env["SENTIMENT_MODEL_DIR"] = str(args.model)
     log_dir = Path(tempfile.mkdtemp(prefix="load_test_logs_"))
-    env["SENTIMENT_LOG_DIR"] = str(log_dir)  # the app's log files for unexpected errors: none expected
-    server = start_app(env, args=["--server.disconnectedSessionTTL", str(args.session_ttl)])
+    # the app's log files for unexpected errors: none expected
+    server = start_app(
+        server_env(args, SENTIMENT_LOG_DIR=str(log_dir)),
+        args=["--server.disconnectedSessionTTL", str(args.session_ttl)],
+    )
     port, process = server.port, psutil.Process(server.pid)
     hostile = [kind for kind in ("bomb", "big_message", "long_review", "long_upload") for _ in range(args.hostile)]
 
@@ -778,26 +789,17 @@ def main_mixed(args: argparse.Namespace) -> dict:
         warm_up = asyncio.run(asyncio.wait_for(mixed_session(port, *session_plan(0), 0), timeout=600))
         rss_before = settled(process, port, args.settle)
 
+        def play(round_index: int, time_left: float) -> dict:
+            records = asyncio.run(run_round(per_session * (1 + round_index * args.sessions), time_left))
+            return {
+                "requests": tally(records),
+                "errors": [r for record in records for r in record["requests"] if r["outcome"] == "error"],
+                "page_exceptions": [e for record in records for e in record["exceptions"]],
+            }
+
         monitor = Monitor(port, process, args.interval, args.health_timeout)
         monitor.start()
-        rounds = []
-        for round_index in range(args.rounds):
-            time_left = deadline - time.monotonic()
-            if time_left <= 0:
-                raise TimeoutError(f"--time-limit {args.time_limit:.0f} s reached before round {round_index + 1}")
-            started, window_start = time.perf_counter(), time.monotonic()
-            records = asyncio.run(run_round(per_session * (1 + round_index * args.sessions), time_left))
-            rounds.append(
-                {
-                    "round": round_index + 1,
-                    "seconds": round(time.perf_counter() - started, 1),
-                    "requests": tally(records),
-                    "errors": [r for record in records for r in record["requests"] if r["outcome"] == "error"],
-                    "page_exceptions": [e for record in records for e in record["exceptions"]],
-                    "rss_mb_peak": mb(max([v for t, v in monitor.memory if t >= window_start] or [rss_bytes(process)])),
-                    "rss_mb_settled": mb(settled(process, port, args.settle)),
-                }
-            )
+        rounds = play_rounds(args, deadline, port, process, monitor, play)
         monitor.stopped.set()
         monitor.join()
         peak_hwm = peak_resident_bytes(process)
