@@ -562,6 +562,18 @@ def memory_trend(settled_mb: list[float]) -> float:
     return float(slope * (len(settled_mb) - 1) / settled_mb[0])
 
 
+def health_summary(monitor) -> dict:
+    """The health checks the monitor made during the rounds: how many, how many answered, their latency."""
+    seconds = [seconds for _, _, seconds in monitor.health]
+    return {
+        "total": len(monitor.health),
+        "ok": sum(ok for _, ok, _ in monitor.health),
+        "latency_ms_p50": percentile_ms(seconds, 50),
+        "latency_ms_p95": percentile_ms(seconds, 95),
+        "latency_ms_max": percentile_ms(seconds, 100),
+    }
+
+
 def percentile_ms(values: list[float], q: float) -> float | None:
     return round(float(np.percentile(values, q)) * 1000, 1) if values else None
 
@@ -640,7 +652,6 @@ def main(args: argparse.Namespace) -> dict:
         server.stop(timeout_s=20)
         server.log.unlink(missing_ok=True)
 
-    health_seconds = [seconds for _, _, seconds in monitor.health]
     growth = memory_trend([r["rss_mb_settled"] for r in rounds])
     report = {
         "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
@@ -663,11 +674,7 @@ def main(args: argparse.Namespace) -> dict:
             "errors": sum(len(r["errors"]) for r in rounds),
         },
         "health_checks": {
-            "total": len(monitor.health),
-            "ok": sum(ok for _, ok, _ in monitor.health),
-            "latency_ms_p50": percentile_ms(health_seconds, 50),
-            "latency_ms_p95": percentile_ms(health_seconds, 95),
-            "latency_ms_max": percentile_ms(health_seconds, 100),
+            **health_summary(monitor),
             "failed_at_s": [round(moment - monitor.health[0][0], 1) for moment, ok, _ in monitor.health if not ok],
         },
         "memory": {
@@ -821,7 +828,6 @@ def main_mixed(args: argparse.Namespace) -> dict:
     refused = sum(t["refused"] for t in totals.values())
     errors = sum(t["errors"] for t in totals.values())
     exceptions = [e for rd in rounds for e in rd["page_exceptions"]]
-    health_seconds = [seconds for _, _, seconds in monitor.health]
     peak = max(max(value for _, value in monitor.memory), peak_hwm)
     rss_after = rounds[-1]["rss_mb_settled"] * 2**20
     report = {
@@ -858,13 +864,7 @@ def main_mixed(args: argparse.Namespace) -> dict:
             "app_log_files": tracebacks["log_files"],
             "server_output_tail": tracebacks["server_output_tail"],
         },
-        "health_checks": {
-            "total": len(monitor.health),
-            "ok": sum(ok for _, ok, _ in monitor.health),
-            "latency_ms_p50": percentile_ms(health_seconds, 50),
-            "latency_ms_p95": percentile_ms(health_seconds, 95),
-            "latency_ms_max": percentile_ms(health_seconds, 100),
-        },
+        "health_checks": health_summary(monitor),
         "memory": {
             "rss_mb_ready": mb(rss_ready),
             "rss_mb_before": mb(rss_before),
