@@ -524,7 +524,6 @@ def main(config: TrainConfig) -> dict:
         model.get_base_model().set_attn_implementation(config.attention)
     elif config.cheap_cpu_dropout and not torch.cuda.is_available():
         use_cheap_dropout(model)
-    precision = resolved_precision(config.precision)
 
     def tokenized(frame):
         ids = data.encode_texts(tokenizer, frame["text"].tolist(), config.max_length, config.truncation)
@@ -563,7 +562,11 @@ def main(config: TrainConfig) -> dict:
         "num_train_examples": len(train_set),
         "num_validation_examples": len(validation_set),
         "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU",
-        "precision": precision,
+        "precision": "bf16"
+        if trainer.args.bf16
+        else "fp16"
+        if trainer.args.fp16
+        else "fp32",  # as training_arguments chose
         "output_dir": str(config.output_dir),
     }
     if trainer.is_world_process_zero():  # under accelerate launch, only one process writes
