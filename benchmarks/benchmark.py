@@ -506,27 +506,29 @@ def limit_seconds(config: BenchConfig) -> float:
 def bench_inference(config: BenchConfig, model_dir: Path) -> dict:
     """In-process CPU inference: the Predictor at its default precision (bf16 on a CPU with AMX, else fp32), exact
     fp32 and opt-in int8, against the pipeline on the same reviews."""
+    import torch
+
     from benchmarks.pipeline_baseline import load_pipeline
-    from inference.predict import Predictor
+    from inference.predictor import Predictor, resolve_precision
     from training.model import quiet_loading
 
     reviews = sample_reviews(config.data, config.reviews, config.seed)
     texts, labels = reviews["text"].tolist(), reviews["label"].to_numpy()
+    default_precision = resolve_precision("auto", torch.device("cpu"))  # what users get by default
     loaders = {
-        "predictor": lambda: Predictor.from_pretrained(model_dir, device="cpu"),  # what users get by default
+        "predictor": lambda: Predictor.from_pretrained(model_dir, device="cpu", precision=default_precision),
         "predictor_fp32": lambda: Predictor.from_pretrained(model_dir, device="cpu", precision="fp32"),
         "predictor_int8": lambda: Predictor.from_pretrained(model_dir, device="cpu", precision="int8"),
         "pipeline": lambda: load_pipeline(model_dir, device="cpu", batch_size=config.pipeline_batch_size),
     }
+    if default_precision == "fp32":  # no bf16 hardware: the default is the exact path, loaded and measured once
+        del loaders["predictor_fp32"]
     loaded, load_s = {}, {}
     for name, load in loaders.items():
         started = time.perf_counter()
         with quiet_loading():  # the fresh-head notice a user cannot act on
             loaded[name] = load()
         load_s[name] = round(time.perf_counter() - started, 2)
-    default_precision = loaded["predictor"].precision
-    if default_precision == "fp32":  # no bf16 hardware: the default is the exact path, measured once
-        del loaded["predictor_fp32"]
     classify = loaded.pop("pipeline")
     batch = {
         name: (lambda part, p=predictor: p.predict_proba(part, batch_size=config.batch_size)[:, 1].tolist())
