@@ -60,7 +60,11 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     return precision
 
 
-def quantize_int8(model, keep_exact: tuple[str, ...] = ("classifier", "pooler")):
+# Layers int8 never touches: the small head decides the label and costs nothing.
+INT8_KEEP_EXACT = ("classifier", "pooler")
+
+
+def quantize_int8(model, keep_exact: tuple[str, ...] = INT8_KEEP_EXACT):
     """Dynamic int8 quantization of the encoder's Linear layers, per output channel, on the CPU.
 
     Weights are stored as int8 with one scale per output row; activations are quantized on the fly.

@@ -27,12 +27,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from inference.predictor import Predictor, quantize_int8
+from inference.predictor import INT8_KEEP_EXACT, Predictor, quantize_int8
 from training.data import load_training_data
 from training.model import SentimentConfig
 
 SCHEMES = ("bf16", "dynamic", "dynamic_ffn_fp32", "static_minmax", "static_histogram", "static_histogram_ffn_fp32")
-EXCLUDED = ("classifier", "pooler")  # the head decides the label and costs nothing: always fp32
 
 
 def feed_forward_output(name: str) -> bool:
@@ -65,7 +64,7 @@ def static_int8(model, keep_fp32, observer, calibrate) -> torch.nn.Module:
             full = f"{parent_name}.{name}" if parent_name else name
             if (
                 isinstance(child, torch.nn.Linear)
-                and not any(part in full for part in EXCLUDED)
+                and not any(part in full for part in INT8_KEEP_EXACT)
                 and not keep_fp32(full)
             ):
                 wrapped = _StaticInt8Linear(child)
@@ -74,18 +73,6 @@ def static_int8(model, keep_fp32, observer, calibrate) -> torch.nn.Module:
     prepare(model, inplace=True)
     calibrate(model)
     return convert(model, inplace=True)
-
-
-def dynamic_int8_keeping(model, keep_fp32) -> torch.nn.Module:
-    from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
-
-    model = copy.deepcopy(model)
-    spec = {
-        name: per_channel_dynamic_qconfig
-        for name, module in model.named_modules()
-        if isinstance(module, torch.nn.Linear) and not any(part in name for part in EXCLUDED) and not keep_fp32(name)
-    }
-    return quantize_dynamic(model, spec, dtype=torch.qint8)
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
@@ -113,10 +100,13 @@ def main(argv: list[str] | None = None) -> list[dict]:
 
     from torch.ao.quantization import HistogramObserver, MinMaxObserver
 
+    # Full module names: quantize_int8 keeps every Linear whose name contains one of them.
+    feed_forward_names = tuple(name for name, _ in exact.model.named_modules() if feed_forward_output(name))
+
     builders = {
         "bf16": lambda: copy.deepcopy(exact.model).to(torch.bfloat16),
         "dynamic": lambda: quantize_int8(copy.deepcopy(exact.model)),
-        "dynamic_ffn_fp32": lambda: dynamic_int8_keeping(exact.model, feed_forward_output),
+        "dynamic_ffn_fp32": lambda: quantize_int8(copy.deepcopy(exact.model), INT8_KEEP_EXACT + feed_forward_names),
         "static_minmax": lambda: static_int8(exact.model, lambda name: False, MinMaxObserver, calibrate),
         "static_histogram": lambda: static_int8(exact.model, lambda name: False, HistogramObserver, calibrate),
         "static_histogram_ffn_fp32": lambda: static_int8(
