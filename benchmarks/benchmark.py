@@ -821,11 +821,11 @@ def app_request_latency(config: BenchConfig, model_dir: Path) -> dict:
     }
 
 
-def timed_training(config: BenchConfig, base: str, run: Path, steps: int, max_length: int, settings: dict) -> dict:
-    """train.main for `steps` steps of --train-batch-size reviews; its summary (samples/s, precision, ...)."""
+def training_config(config: BenchConfig, base: str, run: Path, steps: int, max_length: int, settings: dict):
+    """train.py's settings for `steps` steps of --train-batch-size reviews, written under `run`."""
     from training import train
 
-    train_config = train.TrainConfig(
+    return train.TrainConfig(
         base_model=base,
         data=config.data,
         output_dir=str(run / "adapter"),
@@ -841,17 +841,25 @@ def timed_training(config: BenchConfig, base: str, run: Path, steps: int, max_le
         seed=0,
         **settings,
     )
+
+
+def timed_training(train_config) -> dict:
+    """train.main's summary (samples/s, precision, ...), its progress kept out of the table."""
+    from training import train
+
     with quiet():
         return train.main(train_config)
 
 
-def training_token_counts(config: BenchConfig, base: str, max_length: int, reviews: int) -> list[int]:
-    """Token counts of the training reviews a timed run sees (the same stratified subset train.py draws)."""
-    from training import data
+def training_token_counts(train_config) -> list[int]:
+    """Token counts of the training reviews a run with these settings sees (train.py's own split and encoding)."""
+    from training import data, train
     from training.model import load_tokenizer
 
-    loaded = data.load_training_data(config.data, 0.1, 0, max(reviews, 4), max(8, config.train_batch_size * 4))
-    ids = data.encode_texts(load_tokenizer(base), loaded.train["text"].tolist(), max_length, "head_tail")
+    texts = train.load_data(train_config).train["text"].tolist()
+    ids = data.encode_texts(
+        load_tokenizer(train_config.base_model), texts, train_config.max_length, train_config.truncation
+    )
     return [len(sequence) for sequence in ids]
 
 
@@ -884,12 +892,16 @@ def bench_cpu_train(config: BenchConfig, workdir: Path) -> dict:
     for max_length in config.cpu_train_lengths:
         # Training FLOPs: the forward pass and the backward pass to the activations (2 x forward); the frozen
         # base weights need no gradient, and the LoRA and head gradients are small.
-        flops = 2 * forward_flops(shape, training_token_counts(config, base, max_length, reviews))
-        measured = {}
-        for name, settings in setups.items():
-            summary = timed_training(
+        runs = {
+            name: training_config(
                 config, base, workdir / f"cpu_train_{name}_{max_length}", config.cpu_train_steps, max_length, settings
             )
+            for name, settings in setups.items()
+        }
+        flops = 2 * forward_flops(shape, training_token_counts(runs["before"]))  # every setup reads the same reviews
+        measured = {}
+        for name, train_config in runs.items():
+            summary = timed_training(train_config)
             samples_per_s = summary["train_samples_per_second"]
             measured[name] = {
                 "samples_per_s": samples_per_s,
@@ -946,7 +958,9 @@ def bench_gpu_train(config: BenchConfig, workdir: Path) -> dict:
     for name, settings in [(f"warmup_{name}", settings) for name, settings in setups.items()] + list(setups.items()):
         warmup = name.startswith("warmup_")
         steps = min(10, config.train_steps) if warmup else config.train_steps
-        summary = timed_training(config, str(base), workdir / f"train_{name}", steps, config.train_max_length, settings)
+        summary = timed_training(
+            training_config(config, str(base), workdir / f"train_{name}", steps, config.train_max_length, settings)
+        )
         if not warmup:
             result[name] = {"samples_per_s": summary["train_samples_per_second"], "run_s": summary["train_runtime_s"]}
         if on_gpu:
