@@ -4,103 +4,86 @@ verdict) or a whole uploaded file.
 
     streamlit run app.py
 
-The model folder is trained_model/ unless SENTIMENT_MODEL_DIR names another adapter folder. The app
-only calls `Predictor` (inference/predict.py), the same path the CLI and evaluation use, so the
-figures in the sidebar are the ones a user gets here.
+The model folder is trained_model/ unless SENTIMENT_MODEL_DIR names another. The app only calls `Predictor`
+(inference/predictor.py), the path the CLI and evaluation use: the sidebar's figures are the ones users get.
 
-Limits: a typed review is capped at MAX_REVIEW_CHARS (with a notice), an upload at MAX_UPLOAD_MB and
-MAX_BATCH_ROWS; the app reads uploads from their bytes and never opens a path a user types.
+Limits: a typed review is capped at MAX_REVIEW_CHARS, an upload at MAX_UPLOAD_MB and MAX_BATCH_ROWS; uploads are
+read from their bytes, never from a path a user types.
 
-This file is the page: main() and small *_ui() functions. The logic behind it (limits, verdicts, the
-explanation's HTML, uploads and their results) lives in inference/app_logic.py, which needs no Streamlit.
+This file is the page: main() and small *_ui() functions. The logic behind it lives in webapp/ (no Streamlit):
+runtime.py (model loader, work queues, server hooks), uploads.py, results.py, render.py (strings, HTML, charts).
 
 It is also the server: `streamlit run app.py` finds `app = st.App(...)` at the bottom and serves this file as
-the page through it. Its start-up hook (`server_lifespan`) starts loading the model in a background thread
-before the first visitor arrives, and `GET /api/ready` answers 200 once the model can answer (503 while it
-loads or after a failed load): the readiness check. The page imports nothing that pulls in PyTorch until
-the model is there, so it is drawn at once while the model loads.
+the page through it. Its start-up hook (`webapp.runtime.server_lifespan`) starts loading the model in a
+background thread before the first visitor arrives; `GET /api/ready` answers 200 once the model can answer (503
+while it loads or after a failed load); every HTTP request must name an allowed host (DNS rebinding). The page
+imports nothing that pulls in PyTorch until the model is there, so it is drawn at once while the model loads.
 """
 
 from __future__ import annotations
 
-import contextlib
-import logging
+import functools
 import time
+import uuid
 from typing import TYPE_CHECKING
 
-import numpy as np
 import pandas as pd
 import streamlit as st
 
-from inference import app_logic
-from inference.app_logic import (
-    CLI_HINT,
-    DEFAULT_UNCERTAIN_BELOW,
+from training.errors import DataError
+from training.readers import spreadsheet_safe
+from webapp import runtime
+from webapp.render import (
     EXAMPLE_REVIEWS,
-    MAX_BATCH_ROWS,
+    LABEL_STYLE,
     MAX_REVIEW_CHARS,
     MAX_TYPED_CHARS,
-    MAX_UPLOAD_MB,
-    UNCERTAIN,
-    UPLOAD_TYPES,
-    Busy,
+    OTHER_LABEL_STYLE,
     cap_review,
     code_span,
-    confidence_histogram,
-    describe_lora,
-    display_path,
-    download_name,
-    guess_text_column,
+    confidence_chart,
+    explanation_caption,
+    explanation_heading,
     highlight_html,
     legend_html,
-    model_dir_from_env,
-    model_loader,
+    model_facts,
     page_intro,
     percent,
-    read_upload,
-    results_frame,
-    score_texts,
-    text_columns,
+    queue_message,
+    threshold_help,
     threshold_range,
-    upload_digest,
     verdict,
-    verdict_colours,
-    verdict_counts,
+    verdicts_chart,
 )
-from training.data import DataError, spreadsheet_safe
-from training.failures import write_traceback
+from webapp.results import confidence_histogram, results_frame, score_texts, verdict_summary
+from webapp.runtime import READY_PATH, Busy, log_unexpected, model_dir_from_env, model_loader
+from webapp.uploads import CLI_HINT, UPLOAD_PROMPT, UPLOAD_TYPES, download_name, parse_upload, read_upload
 
 if TYPE_CHECKING:  # the modules behind these import torch: imported where used, once the model is there
-    from inference.predict import Prediction, Predictor
+    from inference.predictor import Predictor
+    from training.text import Prediction
 
 REVIEW_KEY = "review"
 BATCH_KEY = "batch_result"
 UPLOAD_KEY = "upload_frame"
 EXPLANATION_KEY = "explanation"
 POLL_KEY = "polling_the_model"  # set before a rerun that only checks whether the model has loaded
+SESSION_KEY = "session_id"  # this session's name in the work queues when its connection has no address
 LOAD_POLL_S = 0.5
 METRICS_PER_ROW = 6  # verdict counts side by side; more labels wrap onto further rows
 LOADING_MESSAGE = "Loading the model (once per server)… Type a review or upload a file meanwhile: it is scored as soon as the model is ready."
-LOGGER = logging.getLogger("sentiment_app")
-# Material icons ship with Streamlit's frontend, so they show even where no emoji font is installed.
-LABEL_STYLE = {
-    "POSITIVE": ("green", ":material/thumb_up:"),
-    "NEGATIVE": ("red", ":material/thumb_down:"),
-    UNCERTAIN: ("gray", ":material/help:"),
-}
 
 
-def log_unexpected(what: str, error: BaseException) -> None:
-    """The traceback to a log file and the server's log; the visitor sees one line (no server paths)."""
-    LOGGER.error("%s failed: %s: %s (traceback in %s)", what, type(error).__name__, error, write_traceback(what, error))
-
-
-def queue_notice(slot, what: str):
-    """on_wait for the heavy-work queue: show the visitor where they are in line."""
-    return lambda position: slot.info(
-        f"Busy: {app_logic.HEAVY_WORK.running} job(s) running. {what} is number {position} in line and starts "
-        f"automatically (up to {app_logic.HEAVY_WORK.wait_s:.0f} s).",
-        icon=":material/hourglass_top:",
+def in_line(queue: runtime.WorkQueue, what: str, notice):
+    """A slot in `queue` for this visitor's job, `notice` telling them their place in line while they wait. It takes
+    a share of their client's: the connection's address, or the session when Streamlit gives none (this machine)."""
+    client = runtime.client_key(st.context.ip_address, st.session_state.setdefault(SESSION_KEY, uuid.uuid4().hex))
+    return queue.slot(
+        what.lower(),
+        on_wait=lambda position: notice.info(
+            queue_message(queue.running, queue.wait_s, what, position), icon=":material/hourglass_top:"
+        ),
+        client=client,
     )
 
 
@@ -116,18 +99,7 @@ def sidebar_ui(info: dict, labels: tuple[str, ...]) -> None:
     # A box, not st.metric: a GPU's name ("GPU: NVIDIA H100 80GB HBM3") wraps here instead of being cut off.
     # info["device"] is Predictor.info()'s label (training.model.describe_device), the one the GPU check reads too.
     sidebar.success(f"Running on **{info['device']}**", icon=":material/memory:")
-    sidebar.markdown(
-        "\n".join(
-            [
-                f"- **Base model:** `{info['base_model']}`",
-                f"- **Adapter:** `{display_path(info['adapter'])}`",
-                f"- **Max length:** {info['max_length']} tokens",
-                f"- **Truncation:** `{info['truncation']}`",
-                f"- **LoRA:** {describe_lora(info['lora'])}",
-                *([] if len(labels) == 2 else [f"- **Labels:** {', '.join(map(code_span, labels))}"]),
-            ]
-        )
-    )
+    sidebar.markdown(model_facts(info, labels))
     metrics = info["metrics"] or {}
     f1_name = "F1" if len(labels) == 2 else "Macro F1"  # with N labels the recorded f1 is the macro average
     sidebar.subheader("Recorded metrics")
@@ -151,24 +123,14 @@ def sidebar_ui(info: dict, labels: tuple[str, ...]) -> None:
 def threshold_ui(temperature: float, n_labels: int = 2) -> float:
     """The confidence below which a verdict is shown as uncertain: from 1/N (50% for two labels) to 99%."""
     st.sidebar.header("Verdict")
-    calibration = f"temperature-scaled (T = {temperature:.2f})" if temperature != 1.0 else "not temperature-scaled"
     low, high, default = threshold_range(n_labels)
-    why = (
-        f"Below the default {DEFAULT_UNCERTAIN_BELOW:.0%}, the shipped model was right only 58% of the "
-        "time on its validation reviews."
-        if n_labels == 2
-        else f"With {n_labels} labels the top label's probability is at least {1 / n_labels:.0%}."
-    )
     percent_value = st.sidebar.slider(
         "Uncertain below this confidence (%)",
         min_value=low,
         max_value=high,
         value=default,
         key="uncertain_below",
-        help=(
-            "A prediction less confident than this is shown as UNCERTAIN with the label it leans to. "
-            f"{why} Confidences here are {calibration}."
-        ),
+        help=threshold_help(temperature, n_labels),
     )
     return percent_value / 100
 
@@ -203,7 +165,7 @@ def review_ui() -> str:
 
 def result_ui(prediction: Prediction, threshold: float, elapsed_ms: float, device: str) -> None:
     shown, uncertain = verdict(prediction, threshold)
-    color, icon = LABEL_STYLE.get(shown, ("blue", ":material/movie:"))
+    color, icon = LABEL_STYLE.get(shown, OTHER_LABEL_STYLE)
     result = st.container(border=True)
     label, confidence = result.columns([3, 2], vertical_alignment="center")
     label.markdown(f"## :{color}[{icon} {shown}]")
@@ -227,14 +189,14 @@ def explain_ui(predictor: Predictor, text: str) -> None:
         slot.empty()  # the button goes once its explanation is on its way
         notice = st.empty()
         try:
-            with app_logic.HEAVY_WORK.slot("your explanation", on_wait=queue_notice(notice, "Your explanation")):
+            with in_line(runtime.HEAVY_WORK, "Your explanation", notice):
                 notice.empty()
                 with st.spinner(
                     f"Weighing each word (Integrated Gradients: {DEFAULT_STEPS} passes through the model, up to a minute on a CPU)…"
                 ):
                     started = time.perf_counter()
                     explanation = predictor.explain(
-                        text, n_steps=DEFAULT_STEPS, tokens_per_pass=app_logic.EXPLAIN_TOKENS_PER_PASS
+                        text, n_steps=DEFAULT_STEPS, tokens_per_pass=runtime.EXPLAIN_TOKENS_PER_PASS
                     )
         except Busy as error:
             notice.warning(str(error), icon=":material/hourglass_disabled:")
@@ -259,12 +221,7 @@ def explain_ui(predictor: Predictor, text: str) -> None:
     negative_label, positive_label = explanation.away, explanation.towards
     binary = len(predictor.labels) == 2
     box = st.container(border=True)
-    box.markdown(
-        "**Why:** each word's colour shows which way it pushed the prediction, and how hard."
-        if binary
-        else f"**Why {explanation.label}:** each word's colour shows whether it pushed towards "
-        f"{explanation.label} or away from it, towards the other labels, and how hard."
-    )
+    box.markdown(explanation_heading(explanation, binary))
     box.html(legend_html(negative_label, positive_label) + highlight_html(explanation.text, explanation.words))
     towards_negative, towards_positive = box.columns(2)
     for column, direction, label in (
@@ -274,17 +231,7 @@ def explain_ui(predictor: Predictor, text: str) -> None:
         top = explanation.top(5, direction)
         column.markdown(f"**Towards {label}**")
         column.markdown("\n".join(f"- {code_span(word.word)} {word.score:+.2f}" for word in top) or "(no word)")
-    note = (
-        " Only the beginning and end of this long review were read, and only they are coloured."
-        if getattr(explanation, "truncated", False)
-        else ""
-    )
-    target = "" if binary else f" of {explanation.target}"
-    box.caption(
-        f"Integrated Gradients on the word embeddings, relative to an empty review; scores in logit units{target} "
-        f"add up to {explanation.prediction_minus_baseline:+.2f} (integration error {explanation.convergence_delta:+.3f}). "
-        f"Explained in {elapsed_s:.1f} s on {predictor.device_name}.{note}"
-    )
+    box.caption(explanation_caption(explanation, binary, elapsed_s, predictor.device_name))
 
 
 def single_review_ui(predictor: Predictor | None, threshold: float) -> None:
@@ -296,14 +243,20 @@ def single_review_ui(predictor: Predictor | None, threshold: float) -> None:
         )
     if predictor is None:  # still loading: the box is usable, the prediction comes once the model is ready
         return
-    from inference.predict import EmptyTextError
+    from training.text import EmptyTextError
 
+    notice = st.empty()
     try:
-        started = time.perf_counter()
-        prediction = predictor.predict_one(text)
-        elapsed_ms = (time.perf_counter() - started) * 1000
+        with in_line(runtime.LIGHT_WORK, "Your review", notice):  # the light lane: webapp/runtime.py says why
+            notice.empty()
+            started = time.perf_counter()
+            prediction = predictor.predict_one(text)
+            elapsed_ms = (time.perf_counter() - started) * 1000
     except EmptyTextError:
         st.info("Type or paste a review above (or pick an example) to see its sentiment.")
+        return
+    except Busy as error:
+        notice.warning(str(error), icon=":material/hourglass_disabled:")
         return
     result_ui(prediction, threshold, elapsed_ms, predictor.device_name)
     explain_ui(predictor, text)
@@ -311,12 +264,7 @@ def single_review_ui(predictor: Predictor | None, threshold: float) -> None:
 
 def upload_ui() -> tuple[str, bytes, str] | None:
     """The uploaded file as (name, bytes, id), or None."""
-    upload = st.file_uploader(
-        f"A file of reviews: .csv, .jsonl or .parquet with a column of text, or .txt with one review a line "
-        f"(up to {MAX_UPLOAD_MB} MB and {MAX_BATCH_ROWS:,} reviews)",
-        type=list(UPLOAD_TYPES),
-        key="upload",
-    )
+    upload = st.file_uploader(UPLOAD_PROMPT, type=list(UPLOAD_TYPES), key="upload")
     if upload is None:
         return None
     return upload.name, upload.getvalue(), upload.file_id
@@ -339,13 +287,11 @@ def column_ui(frame: pd.DataFrame, name: str, candidates: list, guess):
 
 def batch_results_ui(stored: dict, labels: tuple[str, ...], threshold: float) -> None:
     results = results_frame(stored["frame"], stored["rows"], threshold)
-    counts = verdict_counts(results, labels)
-    scored = len(results) - int(counts.loc[counts["verdict"] == "empty row", "reviews"].iloc[0])
+    shown, scored = verdict_summary(results, labels)
     st.caption(
         f"Scored {scored:,} reviews in {stored['elapsed_s']:.1f} s on {stored['device']} "
         f"({scored / max(stored['elapsed_s'], 1e-9):.1f} reviews/s)."
     )
-    shown = counts[(counts["reviews"] > 0) | (counts["verdict"] != "empty row")]  # empty rows only when there are some
     rows = list(shown.itertuples())
     for start in range(0, len(rows), METRICS_PER_ROW):  # many labels: several rows of metrics
         for column, row in zip(
@@ -354,43 +300,12 @@ def batch_results_ui(stored: dict, labels: tuple[str, ...], threshold: float) ->
         ):
             column.metric(f"{row.verdict} ({row.reviews:,})", f"{row.share:.0%}")
 
-    import altair as alt  # Streamlit's own chart library; imported here, only when there is something to plot
-
-    colours = alt.Scale(domain=[*labels, UNCERTAIN, "empty row"], range=verdict_colours(labels) or alt.Undefined)
     shares, histogram = st.columns(2)
     shares.markdown("**Verdicts**")
-    shares.altair_chart(
-        alt.Chart(shown)
-        .mark_bar()
-        .encode(
-            x=alt.X("verdict:N", sort=None, title=None, axis=alt.Axis(labelAngle=0)),
-            y=alt.Y("share:Q", axis=alt.Axis(format="%"), title="share of rows"),
-            color=alt.Color("verdict:N", scale=colours, legend=None),
-            tooltip=["verdict", "reviews", alt.Tooltip("share:Q", format=".1%")],
-        )
-        .properties(height=240),
-        width="stretch",
-    )
-    bins = confidence_histogram(results["confidence"], n_labels=len(labels))
-    bins["side"] = np.where(bins["low"] + 1e-9 < threshold, "below the threshold", "at or above")
+    shares.altair_chart(verdicts_chart(shown, labels), width="stretch")
     histogram.markdown("**Confidence**")
-    histogram.altair_chart(
-        alt.Chart(bins)
-        .mark_bar()
-        .encode(
-            x=alt.X("low:Q", bin=alt.Bin(binned=True, step=0.05), axis=alt.Axis(format="%", labelAngle=0), title=None),
-            x2="high:Q",
-            y=alt.Y("reviews:Q", title="reviews"),
-            color=alt.Color(
-                "side:N",
-                scale=alt.Scale(domain=["below the threshold", "at or above"], range=["#9ca3af", "#2563eb"]),
-                legend=alt.Legend(orient="bottom", title=None),
-            ),
-            tooltip=["confidence", "reviews"],
-        )
-        .properties(height=240),
-        width="stretch",
-    )
+    bins = confidence_histogram(results["confidence"], n_labels=len(labels))
+    histogram.altair_chart(confidence_chart(bins, threshold), width="stretch")
     predicted = [column for column in ("verdict", "predicted_label", "confidence") if column in results.columns]
     st.dataframe(
         results,
@@ -414,28 +329,6 @@ def batch_results_ui(stored: dict, labels: tuple[str, ...], threshold: float) ->
     )
 
 
-def parsed_upload(name: str, data: bytes, upload_id: str) -> tuple[pd.DataFrame, list, object]:
-    """read_upload's frame, its text columns and the guessed review column: worked out once per uploaded file
-    (its content's hash) and session, not on every rerun (a wide file made every click take seconds)."""
-    cached = st.session_state.get(UPLOAD_KEY)
-    if cached is None or cached[0] != upload_id:
-        digest = upload_digest(data)
-        if cached is None or cached[1] != digest:
-            frame = read_upload(name, data)
-            candidates = text_columns(frame)
-            cached = (
-                upload_id,
-                digest,
-                frame,
-                candidates,
-                guess_text_column(frame, candidates) if candidates else None,
-            )
-        else:
-            cached = (upload_id, *cached[1:])
-        st.session_state[UPLOAD_KEY] = cached
-    return cached[2], cached[3], cached[4]
-
-
 def batch_ui(predictor: Predictor | None, threshold: float) -> None:
     """Upload a file, pick its text column, score it with a progress bar, see and download the results."""
     upload = upload_ui()
@@ -445,11 +338,20 @@ def batch_ui(predictor: Predictor | None, threshold: float) -> None:
         st.caption(f"Results come back as a table, charts and a CSV. For bigger files: `{CLI_HINT}`")
         return
     name, data, upload_id = upload
-    try:
-        frame, candidates, guess = parsed_upload(name, data, upload_id)
+    notice = st.empty()
+    reading = functools.partial(in_line, runtime.HEAVY_WORK, "Reading your file", notice)  # entered if read
+    try:  # read once per uploaded file (its content's hash) and session, not on every rerun; in line with heavy work
+        cached = st.session_state[UPLOAD_KEY] = parse_upload(
+            name, data, upload_id, st.session_state.get(UPLOAD_KEY), reading
+        )
+        _, _, frame, candidates, guess = cached
     except DataError as error:
-        st.error(str(error))
+        notice.error(str(error))
         return
+    except Busy as error:
+        notice.warning(str(error), icon=":material/hourglass_disabled:")
+        return
+    notice.empty()
     column = column_ui(frame, name, candidates, guess)
     if column is None:
         return
@@ -459,15 +361,15 @@ def batch_ui(predictor: Predictor | None, threshold: float) -> None:
         st.caption("Scoring starts once the model has loaded.")
         return
     if st.button(f"Score {len(frame):,} reviews", type="primary", icon=":material/play_arrow:", key="score"):
-        frame = read_upload(name, data, text_column=column)  # the chosen column read as text, as the CLI does
-        texts = frame[column].tolist()
-        if not any(text.strip() for text in texts):
-            st.error(f"Every row of '{column}' is empty; choose the column holding the reviews.")
-            return
         notice = st.empty()
         try:
-            with app_logic.HEAVY_WORK.slot("your file", on_wait=queue_notice(notice, "Your file")):
+            with in_line(runtime.HEAVY_WORK, "Your file", notice):
                 notice.empty()
+                frame = read_upload(name, data, text_column=column)  # the chosen column read as text, as the CLI does
+                texts = frame[column].tolist()
+                if not any(text.strip() for text in texts):
+                    st.error(f"Every row of '{column}' is empty; choose the column holding the reviews.")
+                    return
                 bar = st.progress(0.0, text="Scoring…")
                 started = time.perf_counter()
                 rows = score_texts(
@@ -514,16 +416,8 @@ def page() -> None:
     if not st.session_state.pop(POLL_KEY, False):  # a visit or a click, not a poll: a failed load is tried again
         loader.retry()
     st.write(page_intro(loader.predictor.labels if loader.predictor is not None else None))
-    if loader.state == "failed":
-        from training.model import ModelLoadError
-
-        if isinstance(loader.error, ModelLoadError):
-            st.error(f"The model could not be loaded. {loader.error}")
-        else:
-            log_unexpected("model loading", loader.error)
-            st.error(
-                f"The model could not be loaded ({type(loader.error).__name__}); the details are in the server's log."
-            )
+    if loader.state == "failed":  # what failed, and where, is for the server's log: paths and messages stay there
+        st.error(loader.failure_notice())
         st.stop()
     predictor = loader.predictor
     if predictor is None:
@@ -545,31 +439,12 @@ def page() -> None:
         st.rerun()
 
 
-# ----------------------------------------------------------------------------- the server (streamlit run app.py)
-
-
-@contextlib.asynccontextmanager
-async def server_lifespan(_app):
-    """Runs as the server starts, before it answers: starts loading the model in a background thread and returns
-    at once, so the health check and the page come within a second or two while the model loads."""
-    app_logic.limit_malloc_arenas()
-    model_loader(model_dir_from_env())
-    yield
-
-
-async def ready_endpoint(_request):
-    """GET /api/ready: 200 and {"state": "ready", ...} once the model answers; 503 while it loads or if it failed."""
-    from starlette.responses import JSONResponse
-
-    answer = model_loader(model_dir_from_env()).readiness()
-    return JSONResponse(answer, status_code=200 if answer["state"] == "ready" else 503)
-
-
-READY_PATH = "/api/ready"
-
 if __name__ == "__main__":  # Streamlit runs this file as the page, once per visit and click
     main()
 else:  # imported by `streamlit run app.py` (it finds `app` below) to serve the page: the server itself
+    from starlette.middleware import Middleware
     from starlette.routing import Route
 
-    app = st.App(__file__, lifespan=server_lifespan, routes=[Route(READY_PATH, ready_endpoint, methods=["GET"])])
+    routes = [Route(READY_PATH, runtime.ready_endpoint, methods=["GET"])]  # the readiness check
+    hosts = [Middleware(runtime.AllowedHostsOnly)]  # DNS rebinding: every HTTP route checks the Host
+    app = st.App(__file__, lifespan=runtime.server_lifespan, routes=routes, middleware=hosts)

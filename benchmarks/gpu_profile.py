@@ -76,8 +76,8 @@ def forward_pass(predictor, token_ids: list[list[int]], batch_size: int, multipl
 def profile_inference(data: Path, reviews: int, model_dir: Path) -> dict:
     import pandas as pd
 
-    from inference.predict import Predictor
-    from training.data import encode_texts
+    from inference.predictor import Predictor
+    from training.text import encode_texts
 
     texts = pd.read_parquet(data / "test.parquet", columns=["text"])["text"].tolist()[:reviews]
     predictor, load_s = timed(Predictor.from_pretrained, model_dir)
@@ -126,13 +126,14 @@ def top_operations(profiler, count: int = 15) -> list[dict]:
 
 
 def profile_training(data: Path, steps: int, shape: dict, workdir: Path) -> dict:
+    from training import config as config_module
     from training import train
     from training.tiny_model import random_distilbert
 
     base = random_distilbert(workdir / "distilbert", shape)
     result = {"steps": steps, "batch_size": 32, "max_length": 512, "runs": []}
     for run, workers in enumerate((4, 0, 4)):
-        config = train.TrainConfig(
+        config = config_module.TrainConfig(
             base_model=str(base),
             data=str(data),
             output_dir=str(workdir / f"adapter{run}"),

@@ -27,7 +27,7 @@ def load_pipeline(adapter_dir: str | Path, device: str = "cpu", batch_size: int 
     from peft import PeftModel
     from transformers import AutoModelForSequenceClassification, AutoTokenizer, pipeline
 
-    from training.model import resolve_base_source
+    from training.base import resolve_base_source
 
     adapter_dir = Path(adapter_dir)
     base_id = json.loads((adapter_dir / "adapter_config.json").read_text())["base_model_name_or_path"]
@@ -39,6 +39,11 @@ def load_pipeline(adapter_dir: str | Path, device: str = "cpu", batch_size: int 
     max_length = json.loads((adapter_dir / "sentiment_config.json").read_text())["max_length"]
     classify = pipeline("text-classification", model=model, tokenizer=tokenizer, device=device, batch_size=batch_size)
     return lambda texts: classify(texts, truncation=True, max_length=max_length)
+
+
+def pipeline_positive_probability(results: list[dict]) -> list[float]:
+    """P(positive) from the pipeline's results, each the top label and its score."""
+    return [result["score"] if result["label"] == "POSITIVE" else 1 - result["score"] for result in results]
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -17,19 +17,13 @@ import sys
 import time
 from pathlib import Path
 
-from evaluation.metrics import calibration_record
 from inference import options
 from inference.predictor import Predictor
 from training import failures
-from training.data import DataError, load_training_data
-from training.model import (
-    CALIBRATION_FILE,
-    ModelLoadError,
-    SentimentConfig,
-    check_adapter_folder,
-    read_metrics,
-    write_calibration,
-)
+from training.data import load_training_data
+from training.errors import DataError, ModelLoadError
+from training.metrics import calibration_record
+from training.model import CALIBRATION_FILE, SentimentConfig, check_adapter_folder, read_metrics, write_calibration
 from training.paths import PROJECT_ROOT
 
 

@@ -20,12 +20,13 @@ from pathlib import Path
 
 import numpy as np
 
-from evaluation.metrics import classification_metrics, reliability_bins, softmax
 from inference import options
 from inference.predictor import Predictor
 from training import failures, model_card, storage
-from training.data import DataError, label_ids, load_split, stratified_subset
-from training.model import METRICS_FILE, ModelLoadError, SentimentConfig, check_adapter_folder, read_metrics
+from training.data import label_ids, load_split, stratified_subset
+from training.errors import DataError, ModelLoadError
+from training.metrics import classification_metrics, reliability_bins, softmax
+from training.model import METRICS_FILE, SentimentConfig, check_adapter_folder, read_metrics
 from training.paths import RESULTS_DIR
 
 

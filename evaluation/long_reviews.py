@@ -19,14 +19,15 @@ from pathlib import Path
 
 import numpy as np
 
-from evaluation.metrics import classification_metrics, softmax
 from inference import options
 from inference.options import positive_int
 from inference.predictor import LONG_REVIEW_MODES, Predictor
 from training import failures, storage
-from training.data import DataError, encode_windows, label_ids, load_split, stratified_subset
-from training.model import ModelLoadError
+from training.data import label_ids, load_split, stratified_subset
+from training.errors import DataError, ModelLoadError
+from training.metrics import classification_metrics, softmax
 from training.paths import RESULTS_DIR
+from training.text import encode_windows
 
 CHUNK = 64  # reviews per turn when the two modes take turns (see score_interleaved)
 

@@ -47,8 +47,8 @@ import weakref
 
 import torch
 
-from training.data import clip_characters, encode_texts, special_token_frame, truncate_token_ids
 from training.model import load_classifier
+from training.text import clip_characters, encode_texts, special_token_frame, truncate_token_ids
 
 DIRECTIONS = ("positive", "negative")
 # Integration points (Captum's Gauss-Legendre rule): the fewest that keep the completeness error

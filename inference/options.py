@@ -91,3 +91,13 @@ def add_trust_pickle_weights(parser: argparse.ArgumentParser) -> None:
         "loader stops the known ways to run it but has been bypassed before. Use only for a file you made "
         "or fully trust. Default: safetensors only.",
     )
+
+
+def add_allow_hub_base(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--allow-hub-base",
+        action="store_true",
+        help="Let the adapter's sentiment_config.json name a base model on the Hugging Face Hub other than the "
+        "packaged one or distilbert-base-uncased, and download it. An adapter folder is someone else's file: "
+        "use only for a repository you trust. Default: the packaged base, distilbert-base-uncased or a local folder.",
+    )

@@ -13,28 +13,18 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
-from inference import onnx_predictor, options
-
-# The library half, re-exported under the names app.py, the benchmarks and the tests import from here.
-from inference.predictor import (  # noqa: F401
-    LONG_REVIEW_MODES,
-    PRECISIONS,
-    EmptyTextError,
-    Prediction,
-    Predictor,
-    TextError,
-    is_unicode_text,
-    predict_table,
-    probability_column,
-    resolve_precision,
-)
+from inference import options
+from inference.onnx_backend import is_export
+from inference.predictor import LONG_REVIEW_MODES, Predictor
+from inference.tables import attach_predictions, predict_table, probability_column
 from training import failures, storage
-from training.data import NO_LIMITS, DataError, ReadLimits, read_table, spreadsheet_safe
-from training.model import ModelLoadError
-from training.paths import DEFAULT_MODEL_DIR, PROJECT_ROOT  # noqa: F401 (re-exported: app.py imports them from here)
+from training.errors import DataError, ModelLoadError
+from training.readers import NO_LIMITS, ReadLimits, read_table, split_lines, spreadsheet_safe
+from training.text import EmptyTextError, TextError, is_unicode_text
 
 OUTPUT_SUFFIXES = (".csv", ".jsonl")
 
@@ -46,6 +36,23 @@ def read_stdin() -> str:
         raise DataError(
             f"Standard input is not UTF-8 text ({error}); re-encode it, e.g. iconv -f latin1 -t utf-8."
         ) from error
+
+
+def check_output(output: Path, source: Path | None) -> None:
+    """Refuse an --output that is a symbolic link or the --file being read, before anything is read or written.
+
+    A link: the predictions would replace the link (os.replace does not follow it), not land where it points,
+    and a file this command creates is never written through a link. The input: it would be replaced by its
+    own rows with predictions, which cut long reviews and add columns; the original would be gone."""
+    if output.is_symlink():
+        raise DataError(
+            f"--output {output} is a symbolic link; give the path of a regular file (links are not written through)."
+        )
+    if source is not None and output.exists() and source.exists() and os.path.samefile(output, source):
+        raise DataError(
+            f"--output {output} is the --file being read; write the predictions to a new file, "
+            f"e.g. --output {output.with_name(output.stem + '_predictions' + output.suffix)}."
+        )
 
 
 def write_predictions(frame, path: Path) -> None:
@@ -86,7 +93,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--trust-large-files",
         action="store_true",
         help=f"Read --file whatever its size. Default: at most {limits.max_rows:,} rows, {limits.max_columns:,} columns "
-        f"and {limits.max_bytes // 2**20} MB (Parquet: decoded, checked from its metadata before decoding), cells cut "
+        f"and {limits.max_bytes // 2**20} MB (Parquet: decoded, checked from its pages' headers before decoding), cells cut "
         f"to {limits.max_cell_chars:,} characters; a small Parquet file can decode to gigabytes.",
     )
     parser.add_argument(
@@ -105,6 +112,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="truncate (default): the head and tail the adapter was trained on; sliding: average overlapping windows over the whole review.",
     )
     options.add_trust_pickle_weights(parser)
+    options.add_allow_hub_base(parser)
     parser.add_argument(
         "--no-calibration",
         action="store_true",
@@ -128,42 +136,37 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(args: argparse.Namespace) -> list[dict]:
     """Run the CLI; returns the result rows (also printed or written)."""
-    import functools
-
     import pandas as pd
-
-    from inference import distributed
 
     if args.output is not None and args.output.suffix.lower() not in OUTPUT_SUFFIXES:
         raise DataError(f"--output must end in {' or '.join(OUTPUT_SUFFIXES)}, not '{args.output.suffix}'.")
+    if args.output is not None:
+        check_output(args.output, args.file)
     if args.explain and args.output is not None:
         raise DataError("--explain prints its results: drop --output (add --json for one JSON object per review).")
-    launch = distributed.current_launch()  # None unless started by `accelerate launch` with several processes
-    if launch is not None and (args.file is None or args.output is None):
-        raise DataError("Under accelerate launch each process scores a share of a file: give --file and --output.")
     if args.file is not None:
         limits = NO_LIMITS if getattr(args, "trust_large_files", False) else ReadLimits()
         frame = read_table(args.file, text_column=args.text_column, limits=limits)
         texts = frame[args.text_column].tolist()
     else:
-        texts = args.texts or [line for line in read_stdin().splitlines() if line.strip()]
+        texts = args.texts or [line for line in split_lines(read_stdin()) if line.strip()]
         if not texts or not any(text.strip() for text in texts):
             raise EmptyTextError("No review given: pass text as arguments, on stdin, or with --file.")
         for index, text in enumerate(texts):
             if not is_unicode_text(text):
                 raise TextError(f"Review {index + 1} on the command line is not UTF-8 text; pass it as UTF-8.")
         frame = pd.DataFrame({"text": texts})
-    if args.explain and onnx_predictor.is_export(args.model):  # explanations take gradients: PyTorch only
+    if args.explain and is_export(args.model):  # explanations take gradients: PyTorch only
         raise DataError("--explain needs the adapter folder (PyTorch), not an ONNX export: use --model trained_model.")
     # An ONNX export (inference/export.py) is served by onnxruntime, an adapter folder by PyTorch.
-    loader = onnx_predictor.OnnxPredictor if onnx_predictor.is_export(args.model) else Predictor
-    predictor = loader.from_pretrained(
+    predictor = Predictor.from_pretrained(
         args.model,
-        device=args.device or (str(launch.device) if launch else None),
+        device=args.device,
         precision=args.precision,
         calibrated=not args.no_calibration,
         long_reviews=args.long_reviews,
         trust_pickle=args.trust_pickle_weights,
+        allow_hub_base=args.allow_hub_base,
     )
     print(
         f"Model: {predictor.config.base_model} + {args.model} on {predictor.device_name} ({predictor.precision})",
@@ -174,23 +177,8 @@ def main(args: argparse.Namespace) -> list[dict]:
 
         return print_explanations(predictor, texts, as_json=args.json)
     uncertain_below = getattr(args, "uncertain_below", None)
-    if launch is None:
-        rows = predict_table(predictor, texts, args.batch_size, args.file is not None, uncertain_below)
-    else:
-        score = functools.partial(
-            predict_table,
-            predictor,
-            batch_size=args.batch_size,
-            progress=launch.is_main,
-            uncertain_below=uncertain_below,
-        )
-        rows = distributed.score_in_shares(launch, texts, score, args.output)
-        if rows is None:  # not the main process: its share reaches --output through the main process
-            return []
-    predictions = pd.DataFrame(rows)
-    # Columns from an earlier run's output are replaced, so a file can be scored again.
-    kept = frame.drop(columns=[column for column in predictions.columns if column in frame.columns])
-    result = pd.concat([kept.reset_index(drop=True), predictions], axis=1)
+    rows = predict_table(predictor, texts, args.batch_size, args.file is not None, uncertain_below)
+    result = attach_predictions(frame, rows)
     if args.output is not None:
         write_predictions(result, args.output)
         flagged = sum(1 for row in rows if row["error"])
@@ -218,7 +206,7 @@ def main(args: argparse.Namespace) -> list[dict]:
 def cli(argv: list[str] | None = None) -> int:
     try:
         main(parse_args(argv))
-    except (DataError, ModelLoadError, TextError, onnx_predictor.ExportError) as error:
+    except (DataError, ModelLoadError, TextError) as error:  # an ExportError is a ModelLoadError
         print(f"error: {error}", file=sys.stderr)
         return 2
     return 0

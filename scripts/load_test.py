@@ -56,9 +56,9 @@ from pathlib import Path
 import numpy as np
 import psutil
 
-from inference.app_server import HEALTH_PATH, HOST, health_check, start_app
 from training import storage
 from training.paths import PROJECT_ROOT, RESULTS_DIR
+from webapp.harness import HEALTH_PATH, HOST, health_check, start_app
 
 LIMITS = {"sessions": 50, "predictions": 20, "rounds": 10}
 RESULT_LABELS = ("POSITIVE", "NEGATIVE", "UNCERTAIN")
@@ -548,7 +548,7 @@ def reviews_to_send(args: argparse.Namespace, needed: int | None = None) -> list
 
         texts = pd.read_parquet(test_file, columns=["text"])["text"]
         return texts.sample(needed, random_state=0, replace=needed > len(texts)).tolist()
-    from inference.app_logic import EXAMPLE_REVIEWS
+    from webapp.render import EXAMPLE_REVIEWS
 
     examples = list(EXAMPLE_REVIEWS.values())
     return [examples[index % len(examples)] for index in range(needed)]

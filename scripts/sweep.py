@@ -17,7 +17,7 @@ import time
 import traceback
 from pathlib import Path
 
-from training.train import RECIPES_DIR, TrainConfig, load_recipe
+from training.config import RECIPES_DIR, TrainConfig, load_recipe
 from training.train import main as train
 
 # Each sweep recipe is the shipped recipe file (training/recipes/minilm-imdb.json, the sweep's winner)

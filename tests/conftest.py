@@ -71,7 +71,7 @@ def tiny_distilbert(tmp_path_factory) -> Path:
 
 
 def tiny_train_config(base: Path, data: Path, tmp_path: Path, **overrides):
-    from training.train import TrainConfig
+    from training.config import TrainConfig
 
     settings = dict(
         base_model=str(base),
@@ -108,7 +108,7 @@ def tiny_predictor(tiny_adapter):
     """The tiny adapter loaded as the app loads one (calibrated), in exact fp32: the default precision is bf16
     on a CPU with AMX, fp32 elsewhere, and the tests must not depend on the machine CI lands on.
     Shared read-only: the Predictor is built to be shared (the app shares one between sessions)."""
-    from inference.predict import Predictor
+    from inference.predictor import Predictor
 
     return Predictor.from_pretrained(tiny_adapter, device="cpu", precision="fp32")
 
@@ -116,7 +116,7 @@ def tiny_predictor(tiny_adapter):
 @pytest.fixture(scope="session")
 def shipped_predictor():
     """The shipped adapter as the app and the CLI load it on the CPU (calibrated), in exact fp32."""
-    from inference.predict import Predictor
+    from inference.predictor import Predictor
 
     return Predictor.from_pretrained(SHIPPED_MODEL_DIR, device="cpu", precision="fp32")
 
@@ -166,7 +166,7 @@ def recomputed_validation_metrics(adapter: Path) -> dict:
     Trainer's compute_metrics sees the logits) and scored by scikit-learn."""
     from sklearn.metrics import accuracy_score, f1_score, roc_auc_score
 
-    from inference.predict import Predictor
+    from inference.predictor import Predictor
     from training.data import load_training_data
     from training.model import SentimentConfig
 

@@ -19,32 +19,33 @@ import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from inference.app_logic import (
+from tests.conftest import SHIPPED_MODEL_DIR
+from training.device import describe_device, pick_device
+from training.errors import DataError
+from training.paths import PROJECT_ROOT
+from training.text import UNCERTAIN, Prediction
+from webapp import uploads
+from webapp.render import (
     DEFAULT_UNCERTAIN_BELOW,
-    MAX_BATCH_ROWS,
     MAX_REVIEW_CHARS,
-    MAX_UPLOAD_MB,
-    MODEL_DIR_ENV,
-    UNCERTAIN,
     cap_review,
     code_span,
-    confidence_histogram,
-    download_name,
-    guess_text_column,
     highlight_html,
     legend_html,
-    read_upload,
-    results_frame,
-    score_texts,
-    text_columns,
     verdict,
-    verdict_counts,
     word_colour,
 )
-from inference.predict import Prediction
-from tests.conftest import PROJECT_ROOT, SHIPPED_MODEL_DIR
-from training.data import DataError
-from training.model import describe_device, pick_device
+from webapp.results import confidence_histogram, results_frame, score_texts, verdict_counts, verdict_summary
+from webapp.runtime import MODEL_DIR_ENV
+from webapp.uploads import (
+    MAX_BATCH_ROWS,
+    MAX_UPLOAD_MB,
+    download_name,
+    guess_text_column,
+    parse_upload,
+    read_upload,
+    text_columns,
+)
 
 DEVICE = describe_device(pick_device())  # "CPU" on a machine without a GPU: the app picks as the tests do
 POSITIVE_REVIEW = "A wonderful, moving film. The acting is superb and I loved every minute of it."
@@ -118,25 +119,34 @@ def test_empty_review_shows_a_friendly_notice(review, monkeypatch):
     assert shown_label(app) is None and not app.error
 
 
-def test_missing_adapter_folder_shows_how_to_fix_it(tmp_path, monkeypatch):
-    app = run_app(monkeypatch, tmp_path / "no_such_adapter")
-    assert len(app.error) == 1
+def failed_load_message(app: AppTest, logs) -> tuple[str, str]:
+    """The one error a visitor sees for a failed model load, and the log it refers to."""
+    assert len(app.error) == 1 and not app.text_area  # st.stop(): nothing below the error
     message = app.error[0].value
-    assert "No adapter folder" in message and "no_such_adapter" in message
-    assert "training/train.py" in message  # the fix
-    assert not app.text_area  # st.stop(): nothing below the error
+    reference = re.search(r"\(reference ([\w.-]+)\)", message).group(1)
+    return message, (logs / f"{reference}.log").read_text()
+
+
+def test_a_missing_adapter_folder_is_a_reference_for_visitors_and_the_fix_in_the_log(tmp_path, monkeypatch):
+    monkeypatch.setenv("SENTIMENT_LOG_DIR", str(tmp_path / "logs"))
+    app = run_app(monkeypatch, tmp_path / "no_such_adapter")
+    message, log = failed_load_message(app, tmp_path / "logs")
+    assert "could not be loaded" in message and "server's log" in message
+    assert "no_such_adapter" not in message and str(tmp_path) not in message and "No adapter folder" not in message
+    assert "No adapter folder" in log and "no_such_adapter" in log and "training/train.py" in log  # the fix
 
 
 def test_corrupt_adapter_shows_an_error_not_a_traceback(tmp_path, monkeypatch):
     # A copy of the shipped adapter, not conftest's tiny_adapter: that one is trained on first use
     # (about 45 s on 2 CPU cores) while this loads the packaged base in about 2 s, then fails.
+    monkeypatch.setenv("SENTIMENT_LOG_DIR", str(tmp_path / "logs"))
     corrupt = tmp_path / "corrupt_adapter"
     shutil.copytree(SHIPPED_MODEL_DIR, corrupt)
     (corrupt / "adapter_model.safetensors").write_bytes(b"not a safetensors file" * 10)
     app = run_app(monkeypatch, corrupt)
-    assert len(app.error) == 1
-    assert "corrupt" in app.error[0].value and "corrupt_adapter" in app.error[0].value
-    assert not app.text_area
+    message, log = failed_load_message(app, tmp_path / "logs")
+    assert "corrupt" not in message and "Traceback" not in message
+    assert "corrupt" in log and "corrupt_adapter" in log
 
 
 def test_over_long_review_is_truncated_with_a_warning_and_still_predicted(monkeypatch):
@@ -380,9 +390,9 @@ def test_uploaded_csv_is_scored_into_a_table_summary_and_download(imdb_dir, monk
         "label",
         "predicted_label",
         "confidence",
+        "verdict",  # right after the confidence, as the command line writes it (inference.tables.with_verdicts)
         "p_negative",
         "p_positive",
-        "verdict",
         "error",
     ]
     assert table.loc[3, "error"] == "empty text" and table.loc[3, "verdict"] == ""
@@ -513,9 +523,9 @@ def test_results_frame_counts_histogram_and_download_name():
         "review",
         "predicted_label",
         "confidence",
+        "verdict",  # right after the confidence, as the command line writes it (inference.tables.with_verdicts)
         "p_negative",
         "p_positive",
-        "verdict",
         "error",
     ]
     again = pd.read_csv(io.StringIO(results.to_csv(index=False)), keep_default_na=False)
@@ -535,16 +545,40 @@ def test_results_frame_counts_histogram_and_download_name():
     assert download_name("….csv") == "reviews_predictions.csv"
 
 
+def test_verdict_summary_shows_empty_rows_only_when_there_are_some():
+    results = pd.DataFrame({"verdict": ["POSITIVE", UNCERTAIN, "", "NEGATIVE"]})
+    shown, scored = verdict_summary(results, ("NEGATIVE", "POSITIVE"))
+    assert scored == 3 and shown["verdict"].tolist() == ["NEGATIVE", "POSITIVE", UNCERTAIN, "empty row"]
+    shown, scored = verdict_summary(results.iloc[[0, 1]], ("NEGATIVE", "POSITIVE"))
+    assert scored == 2 and shown["verdict"].tolist() == ["NEGATIVE", "POSITIVE", UNCERTAIN]  # a zero label stays
+
+
+def test_an_upload_is_parsed_once_per_content(monkeypatch):
+    data = b"id,title,body\n1,Great,A long and wonderful review of a film\n"
+    first = parse_upload("a.csv", data, "id-1", None)
+    assert first[0] == "id-1" and first[3] == ["title", "body"] and first[4] == "body"
+    monkeypatch.setattr(uploads, "read_upload", lambda *args: pytest.fail("read again"))
+
+    def queued():  # the page's work-queue slot: entered only when a file is read
+        pytest.fail("waited in line for nothing")
+
+    assert parse_upload("a.csv", data, "id-1", first, queued) is first  # the same upload: nothing is read
+    again = parse_upload("b.csv", data, "id-2", first, queued)  # the same content uploaded again: not read either
+    assert again[0] == "id-2" and again[1:] == first[1:]
+
+
 # ----------------------------------------------------------------------------- the logic imports without Streamlit
 
 
-def test_app_logic_imports_without_streamlit():
-    """The helpers the page draws are usable where Streamlit is not installed (scripts, the GPU check)."""
+def test_webapp_imports_without_streamlit_or_torch():
+    """The helpers the page draws are usable where Streamlit is not installed (scripts, the GPU check), and
+    import no PyTorch (the page is drawn while the model loads)."""
     code = (
         "import sys; sys.modules['streamlit'] = None\n"  # any `import streamlit` now raises ImportError
-        "import inference.app_logic as logic\n"
+        "import webapp.render as logic, webapp.runtime, webapp.uploads, webapp.results, webapp.harness\n"
         "assert logic.cap_review('x' * 30, 10) == ('x' * 10, True)\n"
         "assert not any(name == 'streamlit' or name.startswith('streamlit.') for name in sys.modules if sys.modules[name])\n"
+        "assert 'torch' not in sys.modules\n"
     )
     done = subprocess.run([sys.executable, "-c", code], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]

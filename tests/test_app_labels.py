@@ -12,16 +12,13 @@ import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from inference.app_logic import (
-    MODEL_DIR_ENV,
-    UNCERTAIN,
-    confidence_histogram,
-    page_intro,
-    threshold_range,
-    verdict_colours,
-)
-from tests.conftest import PROJECT_ROOT, tiny_train_config
+from tests.conftest import tiny_train_config
 from tests.test_labels import BANDS, STARS, rated_sample
+from training.paths import PROJECT_ROOT
+from training.text import UNCERTAIN
+from webapp.render import page_intro, threshold_range, verdict_colours
+from webapp.results import confidence_histogram
+from webapp.runtime import MODEL_DIR_ENV
 
 REVIEW = "A wonderful, moving film. The acting is superb and I loved every minute of it."
 COLUMNS = [f"p_{label}" for label in STARS]
@@ -45,7 +42,7 @@ def stars_app_adapter(tmp_path_factory, tiny_distilbert, imdb_dir) -> Path:
 
 @pytest.fixture(scope="module")
 def stars_predictor(stars_app_adapter):
-    from inference.predict import Predictor
+    from inference.predictor import Predictor
 
     predictor = Predictor.from_pretrained(stars_app_adapter, device="cpu")
     assert predictor.labels == STARS
@@ -119,7 +116,7 @@ def test_upload_scoring_writes_one_probability_column_per_label(monkeypatch, sta
     assert not app.exception and not app.error, [error.value for error in app.error]
 
     table = app.dataframe[0].value
-    assert list(table.columns) == ["id", "review", "predicted_label", "confidence", *COLUMNS, "verdict", "error"]
+    assert list(table.columns) == ["id", "review", "predicted_label", "confidence", "verdict", *COLUMNS, "error"]
     filled = table.drop(index=2)
     assert np.allclose(filled[COLUMNS].sum(axis=1), 1.0, atol=1e-5)
     expected = stars_predictor.predict(filled["review"].tolist())

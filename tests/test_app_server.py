@@ -1,4 +1,4 @@
-"""inference/app_server.py, the one helper that starts `streamlit run app.py` for the browser tests, the
+"""webapp/harness.py, the one helper that starts `streamlit run app.py` for the browser tests, the
 benchmark and the load test: a free port, the server's environment, waiting for health, a clean stop."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import urllib.request
 
 import pytest
 
-from inference.app_server import HOST, app_command, free_port, running_app, server_environment
+from webapp.harness import HOST, app_command, free_port, running_app, server_environment
 
 
 def test_free_port_can_be_bound():

@@ -8,8 +8,9 @@ import json
 import numpy as np
 import pytest
 
-from benchmarks import benchmark
-from inference.predict import Predictor
+from benchmarks import bench_config, benchmark, gpu, timing
+from benchmarks.report import table
+from inference.predictor import Predictor
 from tests.conftest import under_ci
 
 
@@ -24,14 +25,14 @@ def test_interleaved_gives_every_system_every_text_in_order_with_the_order_rotat
         return score
 
     texts = ["a", "bb", "ccc", "dddd", "eeeee"]
-    result = benchmark.interleaved({"x": system("x"), "y": system("y")}, texts, rounds=2)
+    result = timing.interleaved({"x": system("x"), "y": system("y")}, texts, rounds=2)
     assert result["x"]["positive_probability"] == result["y"]["positive_probability"] == [1.0, 2.0, 3.0, 4.0, 5.0]
     assert calls == ["x", "y", "y", "x"]
     assert all(result[name]["seconds"] >= 0 for name in "xy")
 
 
 def test_latency_summary_and_targets():
-    summary = benchmark.latency_summary([0.01] * 9 + [0.1])
+    summary = timing.latency_summary([0.01] * 9 + [0.1])
     assert summary["p50_ms"] == pytest.approx(10.0) and summary["p95_ms"] > summary["p50_ms"] and summary["count"] == 10
     assert benchmark.target_met(2.6, ">=", 2.5) and not benchmark.target_met(0.5, "<=", 0.4)
     assert benchmark.target_met(-0.2, "abs<=", 0.3) and not benchmark.target_met(-0.4, "abs<=", 0.3)
@@ -40,6 +41,28 @@ def test_latency_summary_and_targets():
     assert checked == [
         {"part": "inference", "figure": "throughput_ratio", "value": 3.0, "target": f">= {bound}", "met": True}
         for bound in (2.0, 2.5)
+    ]
+
+
+def test_the_table_gives_a_part_its_rows_a_skipped_or_failed_part_one_row_and_each_target_a_line():
+    parts = {
+        "gpu-train": {
+            "device": "H200",
+            "project": {"samples_per_s": 120.5},
+            "tutorial": {"samples_per_s": 40.25},
+            "samples_per_s_ratio": 2.994,
+        },
+        "gpu-inference": {"skipped": "no CUDA GPU on this machine"},
+        "onnx": {"error": "RuntimeError: boom"},
+    }
+    targets = [{"part": "gpu-train", "figure": "samples_per_s_ratio", "value": 2.994, "target": ">= 2.0", "met": True}]
+    assert table({"parts": parts, "targets": targets}).splitlines() == [
+        "| part | measure | this project | baseline | ratio |",
+        "| --- | --- | --- | --- | --- |",
+        "| gpu-train | training samples/s (H200) | 120.50 | 40.25 | 2.99x |",
+        "| gpu-inference | skipped | no CUDA GPU on this machine |  |  |",
+        "| onnx | error | RuntimeError: boom |  |  |",
+        "target gpu-train samples_per_s_ratio >= 2.0: 2.994 -> met",
     ]
 
 
@@ -57,7 +80,7 @@ def test_smoke_run_measures_every_part_and_writes_a_complete_report(tiny_adapter
     machine = report["machine"]
     assert machine["cpu"] and machine["cpu_cores_available"] >= 1 and machine["torch"] and machine["transformers"]
     assert "gpu" in machine and len(report["load_average_at_start"]) == 3
-    assert set(report["parts"]) == set(benchmark.PARTS)
+    assert set(report["parts"]) == set(bench_config.PARTS)
 
     inference = report["parts"]["inference"]
     assert inference["reviews"] == 20 and inference["latency_reviews"] == 5
@@ -67,11 +90,11 @@ def test_smoke_run_measures_every_part_and_writes_a_complete_report(tiny_adapter
         assert 0 < figures["latency"]["p50_ms"] <= figures["latency"]["p95_ms"] and figures["latency"]["count"] == 5
     assert inference["throughput_ratio"] > 0 and inference["latency_p50_ratio"] > 0
     # Accuracies and changed labels against the same 20 reviews scored apart, by Predictors loaded here.
-    reviews = benchmark.sample_reviews(small_imdb, 20, benchmark.BenchConfig().seed)
+    reviews = timing.sample_reviews(small_imdb, 20, bench_config.BenchConfig().seed)
     labels = reviews["label"].to_numpy()
     # In the benchmark's chunks: int8 quantizes activations per batch, so its outputs depend on the batch.
     chunks = np.array_split(
-        np.array(reviews["text"].tolist(), dtype=object), benchmark.BenchConfig().shrunk_for_smoke().rounds
+        np.array(reviews["text"].tolist(), dtype=object), bench_config.BenchConfig().shrunk_for_smoke().rounds
     )
     positive = {}
     for precision in ("int8", "fp32"):
@@ -135,13 +158,67 @@ def test_smoke_run_measures_every_part_and_writes_a_complete_report(tiny_adapter
     assert "| cpu-train | training samples/s at 64 tokens" in printed
 
 
+CPU_TABLE_SYSTEMS = {
+    "pipeline",
+    "pytorch fp32",
+    "pytorch bf16",
+    "pytorch int8 (gated scheme)",
+    "pytorch int8 (every matrix)",
+    "onnxruntime fp32",
+    "onnxruntime int8 (gated scheme)",
+    "onnxruntime int8 (every matrix)",
+}
+
+
+def test_the_cpu_table_measures_every_way_to_serve_here_and_with_amx_off(tiny_adapter, small_imdb, tmp_path, capsys):
+    from training.device import cpu_features
+
+    output = tmp_path / "table.json"
+    arguments = ["--cpu-table", "--smoke", "--model", str(tiny_adapter), "--data", str(small_imdb)]
+    assert benchmark.cli([*arguments, "--output", str(output)]) == 0
+    result = json.loads(output.read_text())["parts"]["cpu-table"]
+    tables = {"this_cpu": result["this_cpu"]}
+    if {"amx_tile", "amx_bf16"} <= cpu_features():  # this CPU has AMX: the table again without it, in a child
+        tables["amx_off"] = result["amx_off"]
+        assert tables["amx_off"]["environment"]["ONEDNN_MAX_CPU_ISA"] == "AVX512_CORE_VNNI"
+        assert "AMX off" in tables["amx_off"]["label"] and result["amx_off_default_ratio"] > 0
+    else:
+        assert "no AMX" in result["amx_off"]["skipped"]
+    for measured in tables.values():
+        systems = measured["systems"]
+        assert set(systems) == CPU_TABLE_SYSTEMS and measured["reviews"] == 20
+        for system in systems.values():
+            assert system["reviews_per_s"] > 0 and system["ratio_to_pipeline"] > 0 and system["fraction_of_limit"] > 0
+            assert 0 <= system["labels_changed_vs_fp32"] <= 20
+        assert (
+            systems["pytorch fp32"]["labels_changed_vs_fp32"]
+            == systems["onnxruntime fp32"]["labels_changed_vs_fp32"]
+            == 0
+        )
+        assert (
+            systems["pytorch bf16"]["precision"] == "bf16"
+            and systems["onnxruntime int8 (every matrix)"]["precision"] == "int8"
+        )
+        # The tests keep 'auto' off bf16 (conftest), and the tiny adapter has no int8 gate: its default is fp32.
+        assert measured["default"] == {
+            "system": "pytorch fp32",
+            "precision": "fp32",
+            "reason": measured["default"]["reason"],
+        }
+        assert "never measured" in measured["default"]["reason"] or "no AVX2" in measured["default"]["reason"]
+    assert result["default_ratio"] > 0 and result["export_fp32_ratio_to_pytorch_fp32"] > 0
+    printed = capsys.readouterr().out
+    assert "| cpu-table | pytorch int8 (gated scheme), 20 reviews (reviews/s) |" in printed
+    assert "| cpu-table | default here: fp32 |" in printed
+
+
 def test_without_a_gpu_the_gpu_parts_are_skipped_with_a_reason(tmp_path, monkeypatch):
     import torch
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    config = benchmark.BenchConfig(parts=("gpu-train", "gpu-inference"))
-    assert "no CUDA GPU" in benchmark.bench_gpu_train(config, tmp_path)["skipped"]
-    assert "no CUDA GPU" in benchmark.bench_gpu_inference(config, tmp_path)["skipped"]
+    config = bench_config.BenchConfig(parts=("gpu-train", "gpu-inference"))
+    assert "no CUDA GPU" in gpu.bench_gpu_train(config, tmp_path)["skipped"]
+    assert "no CUDA GPU" in gpu.bench_gpu_inference(config, tmp_path)["skipped"]
 
 
 def test_the_cpu_training_profile_times_every_setup_on_the_real_model(capsys):

@@ -20,9 +20,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from benchmarks.benchmark import find_browser
-from inference.app_server import running_app
-from tests.conftest import PROJECT_ROOT, missing, require_imdb
+from benchmarks.app_latency import find_browser
+from tests.conftest import missing, require_imdb
+from training.paths import PROJECT_ROOT
+from webapp.harness import running_app
 
 CHROMIUM = find_browser()
 CHROMIUM_ARGS = [
@@ -196,9 +197,9 @@ def test_uploaded_file_is_scored_summarised_and_downloaded(sync_api, app_server,
         "label",
         "predicted_label",
         "confidence",
+        "verdict",  # right after the confidence, as the command line writes it
         "p_negative",
         "p_positive",
-        "verdict",
         "error",
     ]
     assert len(results) == UPLOAD_ROWS and results["id"].tolist() == list(range(UPLOAD_ROWS))

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from evaluation.metrics import calibration_record, fit_temperature, softmax, temperature_nll
+from training.metrics import calibration_record, fit_temperature, softmax, temperature_nll
 
 
 def synthetic_logits(true_temperature: float, n: int = 20000, seed: int = 0):
@@ -60,7 +60,7 @@ def test_fit_refuses_mismatched_input():
 
 
 def test_training_saves_the_temperature_with_the_adapter(tiny_adapter, small_imdb):
-    from inference.predict import Predictor
+    from inference.predictor import Predictor
 
     calibration = json.loads((tiny_adapter / "calibration.json").read_text())
     assert calibration["temperature"] > 0

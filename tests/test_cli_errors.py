@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from tests.conftest import PROJECT_ROOT
+from training.paths import PROJECT_ROOT
 
 pytestmark = (
     pytest.mark.slow

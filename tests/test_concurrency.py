@@ -7,7 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pandas as pd
 import pytest
 
-from inference.predict import Predictor
+from inference.predictor import Predictor
 
 pytestmark = pytest.mark.slow  # several processes or 16 threads: seconds each, left out of the fast loop
 

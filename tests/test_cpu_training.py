@@ -16,7 +16,8 @@ from training.cpu_training import (
     keep_mask,
     use_cheap_dropout,
 )
-from training.model import LoraSettings, bf16_is_fast, build_classifier
+from training.device import bf16_is_fast
+from training.model import LoraSettings, build_classifier
 
 
 @pytest.mark.parametrize("p", [0.1, 0.5, 0.9])
@@ -123,9 +124,10 @@ def test_train_py_on_the_cpu_trains_with_cheap_dropout_in_bf16_or_fp32(
 
 def test_torch_dropout_keeps_pytorchs_dropout_and_attention(tiny_distilbert, small_imdb, tmp_path, monkeypatch):
     from tests.conftest import tiny_train_config
+    from training import config as config_module
     from training import train
 
     monkeypatch.setattr(train, "use_cheap_dropout", lambda model: pytest.fail("--torch-dropout must not swap"))
-    config = train.parse_args(["--torch-dropout", "--precision", "fp32"])
+    config = config_module.parse_args(["--torch-dropout", "--precision", "fp32"])
     assert config.cheap_cpu_dropout is False
     train.main(tiny_train_config(tiny_distilbert, small_imdb, tmp_path, max_steps=2, cheap_cpu_dropout=False))

@@ -10,9 +10,9 @@ import pytest
 import sklearn.metrics as sk
 
 from evaluation.evaluate import cli, main, parse_args
-from evaluation.metrics import classification_metrics, expected_calibration_error, softmax
-from inference.predict import Predictor
+from inference.predictor import Predictor
 from training.data import stratified_subset
+from training.metrics import classification_metrics, expected_calibration_error, softmax
 
 
 def test_report_plots_and_recorded_metrics(tiny_adapter, small_imdb, tmp_path, tmp_path_factory):

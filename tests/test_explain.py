@@ -21,9 +21,11 @@ from inference.explain import (
     integrated_gradients,
     padded_baseline,
 )
-from inference.predict import EmptyTextError, Predictor, cli
-from tests.conftest import PROJECT_ROOT, SHIPPED_MODEL_DIR
-from training.data import clip_characters, encode_texts
+from inference.predict import cli
+from inference.predictor import Predictor
+from tests.conftest import SHIPPED_MODEL_DIR
+from training.paths import PROJECT_ROOT
+from training.text import EmptyTextError, clip_characters, encode_texts
 
 SENTENCE = "The acting was wonderful but the plot was terrible and boring."
 # Completeness tolerance: |sum(scores) - (F(input) - F(baseline))| at most 1% of F(input) - F(baseline).

@@ -46,14 +46,14 @@ def sample_texts(imdb_dir) -> tuple[list[str], np.ndarray]:
 
 @pytest.fixture(scope="module")
 def cpu_predictor():
-    from inference.predict import Predictor
+    from inference.predictor import Predictor
 
     return Predictor.from_pretrained(SHIPPED, device="cpu")
 
 
 @pytest.fixture(scope="module")
 def gpu_predictor():
-    from inference.predict import Predictor
+    from inference.predictor import Predictor
 
     return Predictor.from_pretrained(SHIPPED, device="cuda")
 

@@ -3,6 +3,7 @@ trained, evaluated, predicted, explained and reloaded; bad label sets are refuse
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -84,7 +85,8 @@ def test_labels_travel_in_the_adapter_and_reload_with_identical_logits(adapter, 
     from transformers import AutoModelForSequenceClassification
 
     from inference.predictor import Predictor
-    from training.model import SentimentConfig, label_maps, load_classifier, load_tokenizer
+    from training.base import label_maps, load_tokenizer
+    from training.model import SentimentConfig, load_classifier
 
     folder = request.getfixturevalue(adapter)
     assert SentimentConfig.load(folder).labels == labels
@@ -134,12 +136,58 @@ def test_class_weights_are_inverse_frequency_and_recorded(numbered_adapter):
     assert all(weight == pytest.approx(1.0, abs=0.1) for weight in training["class_weights"].values())
 
 
+def test_the_weighted_loss_is_the_hand_computed_one_and_scales_with_the_steps_reviews():
+    import torch
+
+    from training.train import WeightedCrossEntropy
+
+    logits = torch.tensor([[2.0, -1.0], [0.5, 0.3], [-1.0, 1.5], [0.2, 0.1]])
+    labels = torch.tensor([0, 0, 0, 1])  # imbalanced: three of label 0, one of label 1
+    weights = [4 / 6, 4 / 2]
+    by_hand = sum(weights[y] * -torch.log_softmax(logits[i], -1)[y] for i, y in enumerate(labels.tolist())) / 4
+    loss = WeightedCrossEntropy(weights)({"logits": logits}, labels)
+    assert loss.item() == pytest.approx(by_hand.item(), rel=1e-6)
+    unweighted = torch.nn.functional.cross_entropy(logits, labels)
+    assert abs(loss.item() - unweighted.item()) > 0.05  # the weights change the loss on this batch
+    # Two processes: the Trainer passes the step's reviews on both (8) and multiplies each process's loss by 2.
+    assert (
+        2 * WeightedCrossEntropy(weights)({"logits": logits}, labels, num_items_in_batch=8)
+    ).item() == pytest.approx(loss.item(), rel=1e-6)
+
+
+def test_balanced_class_weights_reach_the_trainers_loss(tiny_distilbert, small_imdb, tmp_path, monkeypatch):
+    import pandas as pd
+
+    from tests.conftest import tiny_train_config
+    from training import train
+
+    train_frame = pd.read_parquet(small_imdb / "train.parquet")
+    negatives, positives = train_frame[train_frame.label == 0], train_frame[train_frame.label == 1]
+    imbalanced = tmp_path / "imbalanced"
+    imbalanced.mkdir()
+    pd.concat([negatives, positives.head(len(positives) // 3)]).to_parquet(imbalanced / "train.parquet")
+    calls = []
+
+    class Recording(train.WeightedCrossEntropy):
+        def __call__(self, outputs, labels, num_items_in_batch=None):
+            calls.append((self.weights.tolist(), num_items_in_batch))
+            return super().__call__(outputs, labels, num_items_in_batch)
+
+    monkeypatch.setattr(train, "WeightedCrossEntropy", Recording)
+    config = tiny_train_config(tiny_distilbert, imbalanced, tmp_path, class_weights="balanced", max_steps=2)
+    train.main(dataclasses.replace(config, report_to="none", eval_steps=2, logging_steps=1))
+    assert calls and all(number is not None for _, number in calls)  # the Trainer's count reaches the loss
+    weights = calls[0][0]
+    assert weights[1] > 1.5 > 1 > weights[0]  # the rarer label weighs more
+
+
 def test_report_to_and_its_checks():
-    from training.train import TrainConfig, _installed, report_to
+    from training.config import TrainConfig, installed
+    from training.train import report_to
 
     assert report_to("none") == "none" and report_to("mlflow") == ["mlflow"]
-    assert report_to("tensorboard") == (["tensorboard"] if _installed("tensorboard") else "none")
-    if not _installed("wandb"):
+    assert report_to("tensorboard") == (["tensorboard"] if installed("tensorboard") else "none")
+    if not installed("wandb"):
         assert any("pip install wandb" in problem for problem in TrainConfig(report_to="wandb").problems())
 
 
@@ -233,7 +281,7 @@ def test_sliding_windows_and_calibration_work_for_four_labels(stars_adapter):
 
     review = "A slow start. " * 300 + "In the end a wonderful, moving film."
     sliding = Predictor.from_pretrained(stars_adapter, device="cpu", long_reviews="sliding")
-    scaled = Predictor(sliding.model, sliding.tokenizer, sliding.config, sliding.device, stars_adapter, temperature=2.0)
+    scaled = Predictor(sliding.backend, temperature=2.0)  # the same loaded model, another temperature
     logits = sliding.predict_logits([review])
     assert logits.shape == (1, 4)
     probabilities = scaled.predict_proba([review])
@@ -307,7 +355,7 @@ def test_label_names_from_the_data():
 def test_multiclass_metrics_on_known_answers():
     from sklearn.metrics import f1_score, roc_auc_score
 
-    from evaluation.metrics import classification_metrics
+    from training.metrics import classification_metrics
 
     labels = np.array([0, 1, 2, 2, 1, 0])
     probabilities = np.array(
@@ -324,7 +372,7 @@ def test_multiclass_metrics_on_known_answers():
 
 
 def test_calibration_cannot_hurt():
-    from evaluation.metrics import FITTED_TEMPERATURE_BOUNDS, calibration_record
+    from training.metrics import FITTED_TEMPERATURE_BOUNDS, calibration_record
 
     rng = np.random.default_rng(0)
     labels = rng.integers(0, 4, 150)

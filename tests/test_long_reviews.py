@@ -9,7 +9,7 @@ import pytest
 import sklearn.metrics as sk
 
 from evaluation.long_reviews import cli, main, paired_comparison, parse_args
-from inference.predict import Predictor
+from inference.predictor import Predictor
 from training.data import stratified_subset
 
 
@@ -90,7 +90,7 @@ def test_taking_turns_keeps_each_reviews_logits_in_order(tiny_adapter):
     import numpy as np
 
     from evaluation.long_reviews import score_interleaved
-    from inference.predict import Predictor
+    from inference.predictor import Predictor
 
     predictors = {
         mode: Predictor.from_pretrained(tiny_adapter, device="cpu", precision="fp32", long_reviews=mode)

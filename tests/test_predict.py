@@ -11,10 +11,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from inference.predict import EmptyTextError, Predictor, cli
-from tests.conftest import PROJECT_ROOT
-from training.data import DataError, clip_characters, read_table, truncate_token_ids
-from training.model import ModelLoadError
+from inference.predict import cli
+from inference.predictor import Predictor
+from inference.torch_backend import TorchBackend
+from training.errors import DataError, ModelLoadError
+from training.paths import PROJECT_ROOT
+from training.readers import read_table
+from training.text import EmptyTextError, clip_characters, truncate_token_ids
 
 
 @pytest.fixture(scope="module")
@@ -58,17 +61,13 @@ class TokenizerSpy:
 
 @pytest.mark.parametrize("long_reviews", ["truncate", "sliding"])
 def test_a_one_megabyte_review_is_clipped_before_the_tokenizer_sees_it(predictor, long_reviews, monkeypatch):
-    from training.data import CHARS_PER_TOKEN_BOUND, MAX_WINDOWS
+    from training.text import CHARS_PER_TOKEN_BOUND, MAX_WINDOWS
 
     text = "This film is a triumph of patience. " * 30_000  # ~1 MB
-    reader = Predictor(
-        predictor.model,
-        TokenizerSpy(predictor.tokenizer),
-        predictor.config,
-        predictor.device,
-        predictor.model_dir,
-        long_reviews=long_reviews,
+    spied = TorchBackend(
+        predictor.model, TokenizerSpy(predictor.tokenizer), predictor.config, predictor.device, predictor.model_dir
     )
+    reader = Predictor(spied, long_reviews=long_reviews)
     prediction = reader.predict_one(text)
     assert abs(sum(prediction.probabilities.values()) - 1) < 1e-6
     # What keeps a huge review as cheap as a long one: the tokenizer gets both ends of it, at most
@@ -169,7 +168,7 @@ def test_missing_and_corrupt_adapters_are_reported(tiny_adapter, tmp_path, capsy
 
 
 def test_windows_cover_every_token_with_overlap():
-    from training.data import window_token_ids
+    from training.text import window_token_ids
 
     ids = list(range(1000))
     windows = window_token_ids(ids, budget=300, stride=150)
@@ -212,7 +211,7 @@ def test_the_cpu_default_is_bf16_with_amx_and_fp32_without_and_int8_is_selectabl
     import torch
 
     from inference import predictor as predictor_module
-    from inference.predict import resolve_precision
+    from inference.predictor import resolve_precision
 
     cpu = torch.device("cpu")
     for amx, expected in ((True, "bf16"), (False, "fp32")):
@@ -237,7 +236,7 @@ def test_the_cpu_default_is_bf16_with_amx_and_fp32_without_and_int8_is_selectabl
 
 
 def test_the_environment_switch_keeps_every_cpu_on_fp32(monkeypatch):
-    from training.model import CPU_BF16_SWITCH, bf16_is_fast
+    from training.device import CPU_BF16_SWITCH, bf16_is_fast
 
     monkeypatch.setenv(CPU_BF16_SWITCH, "0")
     assert bf16_is_fast() is False

@@ -11,8 +11,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from inference.predict import EmptyTextError, Predictor, TextError, predict_table
-from tests.conftest import PROJECT_ROOT
+from inference.predictor import Predictor
+from inference.tables import predict_table
+from training.paths import PROJECT_ROOT
+from training.text import EmptyTextError, TextError
 
 MAX_CHARS = 100_000
 # Few examples, no deadline: each one runs the tiny model, and a case is slow only because the machine is busy.

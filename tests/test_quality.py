@@ -28,7 +28,7 @@ TOLERANCE = 0.005
 
 @pytest.mark.slow
 def test_shipped_adapter_keeps_its_pinned_figures_on_a_fixed_sample(imdb_dir, shipped_predictor):
-    from evaluation.metrics import classification_metrics
+    from training.metrics import classification_metrics
 
     sample = stratified_subset(
         pd.read_parquet(imdb_dir / "test.parquet", columns=["text", "label"]), SAMPLE_SIZE, seed=0
@@ -80,8 +80,9 @@ def test_shipped_adapter_loads_with_plain_peft_and_matches_the_predictor():
     from peft import PeftModel
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from inference.predict import Predictor
-    from training.model import SentimentConfig, resolve_base_source
+    from inference.predictor import Predictor
+    from training.base import resolve_base_source
+    from training.model import SentimentConfig
 
     assert (SHIPPED_MODEL_DIR / "adapter_model.safetensors").stat().st_size < 10 * 2**20
     assert not list(SHIPPED_MODEL_DIR.glob("*.bin"))

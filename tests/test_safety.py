@@ -18,20 +18,15 @@ import pyarrow.parquet as pq
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from inference import app_logic
-from inference.app_logic import (
-    MAX_MESSAGE_MB,
-    MAX_REVIEW_CHARS,
-    MAX_TYPED_CHARS,
-    MODEL_DIR_ENV,
-    Busy,
-    ModelLoader,
-    WorkQueue,
-    read_upload,
-    results_frame,
-)
-from tests.conftest import PROJECT_ROOT, SHIPPED_MODEL_DIR
-from training.data import NO_LIMITS, DataError, ReadLimits, read_table, spreadsheet_safe
+from tests.conftest import SHIPPED_MODEL_DIR
+from training.errors import DataError
+from training.paths import PROJECT_ROOT
+from training.readers import NO_LIMITS, ReadLimits, read_table, spreadsheet_safe
+from webapp import runtime
+from webapp.render import MAX_REVIEW_CHARS, MAX_TYPED_CHARS
+from webapp.results import results_frame
+from webapp.runtime import MODEL_DIR_ENV, Busy, ClientBusy, ModelLoader, WorkQueue
+from webapp.uploads import MAX_MESSAGE_MB, read_upload
 
 MIB = 2**20
 
@@ -47,8 +42,8 @@ def parquet_bomb(path, rows: int = 100, value_bytes: int = MIB) -> int:
 PEAK_ARROW_MEMORY = """
 import sys
 import pyarrow as pa
-from inference.app_logic import read_upload
-from training.data import DataError
+from webapp.uploads import read_upload
+from training.errors import DataError
 data = open(sys.argv[1], "rb").read()
 try:
     read_upload("bomb.parquet", data)
@@ -231,18 +226,22 @@ def test_csv_cells_that_would_run_as_formulas_are_quoted(tmp_path):
     rows = [{"predicted_label": "POSITIVE", "confidence": 0.9, "error": ""}] * len(hostile)
     download = spreadsheet_safe(results_frame(frame, rows, 0.5)).to_csv(index=False)
     assert "\n=HYPERLINK" not in download and "'=HYPERLINK" in download
+    # An upload's header is as untrusted as its cells: a column name is quoted the same way.
+    headers = spreadsheet_safe(pd.DataFrame({"=cmd|' /C calc'!A0": ["x"], "@SUM(A1)": [1], "text": ["y"]}))
+    assert list(headers.columns) == ["'=cmd|' /C calc'!A0", "'@SUM(A1)", "text"]
+    assert headers.to_csv(index=False).startswith("'=cmd|' /C calc'!A0,'@SUM(A1),text\n")
 
 
 def test_predict_output_csv_is_spreadsheet_safe_and_jsonl_unchanged(tmp_path):
     predict = importlib.import_module("inference.predict")
     reviews = tmp_path / "reviews.csv"
-    pd.DataFrame({"text": ["=1+1 a great film", "@boring"]}).to_csv(reviews, index=False)
+    pd.DataFrame({"text": ["=1+1 a great film", "@boring"], "+id": [1, 2]}).to_csv(reviews, index=False)
     for suffix in (".csv", ".jsonl"):
         assert predict.cli(["--file", str(reviews), "--output", str(tmp_path / f"out{suffix}")]) == 0
     written = pd.read_csv(tmp_path / "out.csv", keep_default_na=False)
-    assert written["text"].tolist() == ["'=1+1 a great film", "'@boring"]
+    assert written["text"].tolist() == ["'=1+1 a great film", "'@boring"] and "'+id" in written.columns
     lines = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
-    assert [line["text"] for line in lines] == ["=1+1 a great film", "@boring"]
+    assert [line["text"] for line in lines] == ["=1+1 a great film", "@boring"] and "+id" in lines[0]
 
 
 # ----------------------------------------------------------------------------- the queue and the server
@@ -290,9 +289,99 @@ def test_the_queue_runs_k_at_once_tells_positions_and_never_hangs():
     assert sorted(inside) == ["a", "b"] and queue.running == 0
 
 
+def hold_slot(queue: WorkQueue, client: str | None = None) -> tuple[threading.Thread, threading.Event]:
+    """A thread holding one of `queue`'s slots (for `client`) until the event is set."""
+    release, holding = threading.Event(), threading.Event()
+
+    def hold():
+        with queue.slot(client=client):
+            holding.set()
+            release.wait(10)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    assert holding.wait(5)
+    return holder, release
+
+
+def test_a_client_has_one_job_at_a_time_whatever_its_tabs_and_takes_its_turn():
+    queue = WorkQueue(slots=1, wait_s=5, poll_s=0.02, per_client=1)
+    holder, release = hold_slot(queue, client="address 10.0.0.7")
+    # A second tab of the same client is told at once, not queued: it cannot fill the line.
+    with pytest.raises(ClientBusy, match="already have a job running or waiting"):
+        with queue.slot("your file", client="address 10.0.0.7"):
+            pass
+    assert queue.jobs("address 10.0.0.7") == 1 and queue.waiting == 0
+    order: list[str] = []
+
+    def job(client: str) -> None:
+        with queue.slot(client=client):
+            order.append(client)
+
+    other = threading.Thread(target=job, args=("address 10.0.0.8",))
+    other.start()
+    while queue.waiting == 0:
+        time.sleep(0.01)
+    release.set()
+    holder.join()
+    # The first client asks again at once; the other, waiting since before, goes first (first come, first served).
+    again = threading.Thread(target=job, args=("address 10.0.0.7",))
+    again.start()
+    for thread in (other, again):
+        thread.join(5)
+    assert order == ["address 10.0.0.8", "address 10.0.0.7"]
+    assert queue.running == queue.waiting == queue.jobs("address 10.0.0.7") == 0  # every share handed back
+
+
+def test_a_share_is_handed_back_when_a_job_fails_or_gives_up():
+    queue = WorkQueue(slots=1, wait_s=0.2, poll_s=0.02, per_client=1)
+    with pytest.raises(RuntimeError, match="boom"):
+        with queue.slot(client="a"):
+            raise RuntimeError("boom")
+    holder, release = hold_slot(queue)
+    with pytest.raises(Busy, match="position 1"):  # waited its 0.2 s in line
+        with queue.slot(client="a"):
+            pass
+    release.set()
+    holder.join()
+    assert queue.jobs("a") == 0
+    with queue.slot(client="a"):  # free to ask again
+        assert queue.jobs("a") == 1
+
+
+def test_clients_are_told_apart_by_address_or_else_by_session():
+    assert runtime.client_key("203.0.113.5", "s1") == runtime.client_key("203.0.113.5", "s2")  # one client, two tabs
+    assert runtime.client_key(None, "s1") != runtime.client_key(None, "s2")  # this machine: each session its own
+
+
+def test_reading_an_upload_waits_in_the_heavy_line(monkeypatch):
+    busy = WorkQueue(slots=1, wait_s=0.3, poll_s=0.05)
+    monkeypatch.setattr(runtime, "HEAVY_WORK", busy)
+    app = run_app(monkeypatch)
+    with busy.slot():
+        app.file_uploader(key="upload").upload("reviews.csv", b"text\nA fine film.\n", "text/csv").run()
+    assert not app.exception and not app.get("selectbox")  # not read while the slot was held
+    assert any("The server is busy: reading your file waited" in warning.value for warning in app.warning)
+    app.run()  # the slot is free: read now, once
+    assert app.selectbox(key="text_column").value == "text" and not app.warning
+
+
+def test_a_single_prediction_takes_the_light_lane_not_the_heavy_one(monkeypatch):
+    light = WorkQueue(slots=1, wait_s=0.3, poll_s=0.05, per_client=1)
+    heavy = WorkQueue(slots=1, wait_s=0.3, poll_s=0.05)
+    monkeypatch.setattr(runtime, "LIGHT_WORK", light)
+    monkeypatch.setattr(runtime, "HEAVY_WORK", heavy)
+    with heavy.slot():  # an explanation elsewhere holds the heavy slot: a typed review is still answered
+        app = run_app(monkeypatch, review="A wonderful film.")
+    assert any(block.value.startswith("## ") for block in app.markdown) and not app.warning
+    with light.slot():  # the light lane full: the visitor is told, nothing is predicted
+        app.text_area(key="review").input("A dreadful film.").run()
+    assert any("The server is busy: your review waited" in warning.value for warning in app.warning)
+
+
 def test_a_busy_server_tells_the_visitor_to_retry(monkeypatch):
     busy = WorkQueue(slots=1, wait_s=0.3, poll_s=0.05)
-    monkeypatch.setattr(app_logic, "HEAVY_WORK", busy)
+    monkeypatch.setattr(runtime, "HEAVY_WORK", busy)  # app.py looks it up there on each use
     with busy.slot():
         app = run_app(monkeypatch, review="A wonderful film.")
         app.button(key="explain").click().run()

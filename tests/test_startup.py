@@ -17,10 +17,10 @@ import urllib.request
 
 import pytest
 
-from inference import app_logic
-from inference.app_logic import ModelLoader
-from inference.app_server import health_check, running_app, start_app
 from tests.conftest import SHIPPED_MODEL_DIR
+from webapp import runtime
+from webapp.harness import health_check, running_app, start_app
+from webapp.runtime import ModelLoader
 
 pytestmark = pytest.mark.slow  # each test starts a Streamlit server: left out of the fast loop
 
@@ -49,7 +49,7 @@ def wait_for_state(url: str, states: set[str], timeout_s: float) -> tuple[int, d
 def test_the_model_loads_at_server_start_without_any_visitor():
     """No session is ever opened: the server alone loads the model, and /api/ready goes from 503 to 200.
     Before: the load started with the first visit, and there was no readiness endpoint (404)."""
-    with running_app(env={app_logic.MODEL_DIR_ENV: str(SHIPPED_MODEL_DIR)}) as server:
+    with running_app(env={runtime.MODEL_DIR_ENV: str(SHIPPED_MODEL_DIR)}) as server:
         status, answer = readiness(server.url)
         assert (status, answer["state"]) in {(503, "loading"), (200, "ready")}, answer
         status, answer = wait_for_state(server.url, {"ready", "failed"}, timeout_s=180)
@@ -58,7 +58,7 @@ def test_the_model_loads_at_server_start_without_any_visitor():
 
 
 def test_a_failed_load_is_reported_as_not_ready_without_details(tmp_path):
-    with running_app(env={app_logic.MODEL_DIR_ENV: str(tmp_path / "no_adapter")}) as server:
+    with running_app(env={runtime.MODEL_DIR_ENV: str(tmp_path / "no_adapter")}) as server:
         status, answer = wait_for_state(server.url, {"failed"}, timeout_s=120)
         assert status == 503 and answer["state"] == "failed" and answer["error"] == "ModelLoadError", answer
         assert str(tmp_path) not in json.dumps(answer)  # no server paths outside the project
@@ -66,11 +66,11 @@ def test_a_failed_load_is_reported_as_not_ready_without_details(tmp_path):
 
 
 def test_one_loader_per_folder_is_shared_and_reports_its_readiness(monkeypatch):
-    monkeypatch.setattr(app_logic, "_LOADERS", {})
+    monkeypatch.setattr(runtime, "_LOADERS", {})
     gate = threading.Event()
-    monkeypatch.setattr(app_logic, "ModelLoader", lambda folder: ModelLoader(folder, load=lambda _: gate.wait(5)))
-    first = app_logic.model_loader("a")
-    assert app_logic.model_loader("a") is first and app_logic.model_loader("b") is not first
+    monkeypatch.setattr(runtime, "ModelLoader", lambda folder: ModelLoader(folder, load=lambda _: gate.wait(5)))
+    first = runtime.model_loader("a")
+    assert runtime.model_loader("a") is first and runtime.model_loader("b") is not first
     assert first.readiness()["state"] == "loading"
     gate.set()
     assert first.wait(5) == "ready" and first.readiness()["state"] == "ready"
@@ -81,11 +81,11 @@ def test_the_page_imports_nothing_that_loads_torch():
     import subprocess
     import sys
 
-    from tests.conftest import PROJECT_ROOT
+    from training.paths import PROJECT_ROOT
 
     code = (
         "import sys, runpy\n"
-        "import inference.app_logic\n"
+        "import webapp.runtime, webapp.uploads, webapp.results, webapp.render\n"
         "runpy.run_path('app.py', run_name='app')\n"  # as `streamlit run` imports it to find the server
         "assert 'torch' not in sys.modules, 'torch imported'\n"
     )
@@ -107,7 +107,7 @@ def test_the_page_comes_at_once_and_the_first_prediction_soon_after_readiness():
     with sync_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1280, "height": 900})
-        server = start_app(env={app_logic.MODEL_DIR_ENV: None})
+        server = start_app(env={runtime.MODEL_DIR_ENV: None})
         try:
             server.wait_until_healthy(timeout_s=60, interval_s=0.02)
             healthy_s = server.elapsed_s()
@@ -152,10 +152,10 @@ def test_heavy_work_hands_freed_memory_back(monkeypatch):
     import sys
 
     trims: list[bool] = []
-    monkeypatch.setattr(app_logic, "release_freed_memory", lambda: trims.append(True) or True)
-    queue = app_logic.WorkQueue(slots=1, wait_s=1)
+    monkeypatch.setattr(runtime, "release_freed_memory", lambda: trims.append(True) or True)
+    queue = runtime.WorkQueue(slots=1, wait_s=1)
     with queue.slot():
         assert trims == [True]  # before the job: what others freed
     assert trims == [True, True]  # and after it
     monkeypatch.undo()
-    assert app_logic.release_freed_memory() is sys.platform.startswith("linux")
+    assert runtime.release_freed_memory() is sys.platform.startswith("linux")

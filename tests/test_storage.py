@@ -3,15 +3,20 @@ survives a kill or a power cut between its renames and never loses the freshly t
 
 from __future__ import annotations
 
+import ast
 import os
 import re
+import stat
+import tempfile
 import time
+from pathlib import Path
 
 import pytest
 
-from tests.conftest import PROJECT_ROOT
-from training import storage
-from training.model import ModelLoadError, check_adapter_folder
+from training import failures, storage
+from training.errors import ModelLoadError
+from training.model import check_adapter_folder
+from training.paths import PROJECT_ROOT
 from training.train import publish_adapter
 
 
@@ -121,3 +126,152 @@ def test_every_file_written_for_a_user_goes_through_the_atomic_writer():
         if direct.search(line) and "not a user's file" not in line
     ]
     assert not offenders, offenders
+
+
+# ----------------------------------------------------------------------------- modes (issue 20)
+
+
+@pytest.fixture(params=[0o022, 0o077], ids=["umask022", "umask077"])
+def umask(request):
+    """Run the test under this process umask, and put the old one back."""
+    previous = os.umask(request.param)
+    yield request.param
+    os.umask(previous)
+
+
+def mode(path) -> int:
+    return stat.S_IMODE(os.lstat(path).st_mode)
+
+
+@pytest.mark.skipif(os.name != "posix", reason="file modes are POSIX")
+def test_the_umask_is_read_without_changing_it(umask):
+    assert storage.current_umask() == umask
+    assert storage.current_umask() == umask  # still the same: reading it left it in place
+
+
+@pytest.mark.skipif(os.name != "posix", reason="file modes are POSIX")
+def test_an_atomic_write_gets_the_mode_open_would_give_not_tempfiles_0600(tmp_path, umask):
+    target = tmp_path / "metrics.json"
+    storage.write_json(target, {"accuracy": 0.9})
+    assert mode(target) == 0o666 & ~umask  # 0644 under 022: another account can read it; 0600 under 077
+    with open(tmp_path / "plain.json", "w", encoding="utf-8"):  # what a plain open() makes, for comparison
+        pass
+    assert mode(target) == mode(tmp_path / "plain.json")
+
+
+@pytest.mark.skipif(os.name != "posix", reason="file modes are POSIX")
+def test_a_published_adapter_is_readable_as_the_umask_allows(tmp_path, umask):
+    """train.py stages in a mkdtemp folder (0700) and writes some files with mkstemp (0600): once published the
+    folder is 0755 and its files 0644 under umask 022, so an app running as another account can load it."""
+    destination = adapter_folder(tmp_path / "adapter", "old")
+    staged = Path(tempfile.mkdtemp(prefix=f".adapter{storage.STAGED_MARK}", dir=tmp_path))
+    handle, private = tempfile.mkstemp(dir=staged)
+    os.close(handle)
+    os.replace(private, staged / "adapter_model.safetensors")
+    (staged / "tokenizer").mkdir(mode=0o700)
+    (staged / "tokenizer" / "vocab.txt").write_text("[PAD]\n", encoding="utf-8")
+    os.chmod(staged / "tokenizer" / "vocab.txt", 0o600)
+    storage.write_json(staged / "adapter_config.json", {})
+    assert mode(staged) == 0o700 and mode(staged / "adapter_model.safetensors") == 0o600  # what tempfile made
+    publish_adapter(staged, destination)
+    assert mode(destination) == mode(destination / "tokenizer") == 0o777 & ~umask
+    for name in ("adapter_model.safetensors", "adapter_config.json", "tokenizer/vocab.txt"):
+        assert mode(destination / name) == 0o666 & ~umask, name
+
+
+@pytest.mark.skipif(os.name != "posix", reason="file modes are POSIX")
+def test_a_link_inside_a_published_adapter_is_not_followed_when_modes_are_set(tmp_path, umask):
+    outside = tmp_path / "outside.txt"
+    outside.write_text("not the adapter's", encoding="utf-8")
+    os.chmod(outside, 0o600)
+    staged = adapter_folder(tmp_path / ".adapter.new-1", "new")
+    (staged / "link").symlink_to(outside)
+    publish_adapter(staged, tmp_path / "adapter")
+    assert mode(outside) == 0o600  # chmod would have changed the file the link points to
+
+
+# ----------------------------------------------------------------------------- failure logs (issue 20)
+
+
+def test_a_failure_log_never_follows_a_link_planted_at_its_predictable_name(tmp_path, monkeypatch):
+    monkeypatch.setenv(failures.LOG_DIR_ENV, str(tmp_path / "logs"))
+    monkeypatch.setattr(failures.time, "strftime", lambda pattern, *_: "20260101-000000")
+    (tmp_path / "logs").mkdir()
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious", encoding="utf-8")
+    planted = tmp_path / "logs" / f"train-20260101-000000-{os.getpid()}.log"
+    planted.symlink_to(victim)  # an attacker's link at the name the next log will have
+    dangling = tmp_path / "logs" / f"train-20260101-000000-{os.getpid()}-1.log"
+    dangling.symlink_to(tmp_path / "created-through-the-link.txt")
+    log = failures.write_traceback("train", RuntimeError("boom"))
+    assert victim.read_text(encoding="utf-8") == "precious"  # not overwritten through the link
+    assert not (tmp_path / "created-through-the-link.txt").exists()  # nor created through a dangling one
+    assert log == tmp_path / "logs" / f"train-20260101-000000-{os.getpid()}-2.log" and not log.is_symlink()
+    assert "RuntimeError: boom" in log.read_text(encoding="utf-8")
+
+
+def test_a_second_failure_in_the_same_second_gets_its_own_log(tmp_path, monkeypatch):
+    monkeypatch.setenv(failures.LOG_DIR_ENV, str(tmp_path / "logs"))
+    monkeypatch.setattr(failures.time, "strftime", lambda pattern, *_: "20260101-000000")
+    first = failures.write_traceback("predict", ValueError("one"))
+    second = failures.write_traceback("predict", ValueError("two"))
+    assert first != second
+    assert "ValueError: one" in first.read_text(encoding="utf-8")
+    assert "ValueError: two" in second.read_text(encoding="utf-8")
+
+
+@pytest.mark.skipif(not hasattr(os, "getuid"), reason="folder owners are POSIX")
+def test_the_shared_temporary_log_folder_is_skipped_when_it_is_a_link(tmp_path, monkeypatch):
+    """Another account could make the fallback's name in /tmp first, as a link to a folder it reads."""
+    monkeypatch.setattr(failures.tempfile, "gettempdir", lambda: str(tmp_path))
+    monkeypatch.setattr(failures, "RESULTS_DIR", tmp_path / "read-only-results")
+    monkeypatch.delenv(failures.LOG_DIR_ENV, raising=False)
+    monkeypatch.setattr(failures.Path, "mkdir", refuse_results_folder(failures.Path.mkdir, tmp_path))
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    failures.temporary_log_folder().symlink_to(theirs)
+    assert failures.write_traceback("train", RuntimeError("boom")) is None
+    assert not any(theirs.iterdir())
+    failures.temporary_log_folder().unlink()
+    log = failures.write_traceback("train", RuntimeError("boom"))
+    assert log.parent == failures.temporary_log_folder() and mode(log.parent) == 0o700
+
+
+def refuse_results_folder(real_mkdir, tmp_path):
+    """Path.mkdir that fails for the project's results folder, as on a read-only checkout."""
+
+    def mkdir(self, *args, **kwargs):
+        if str(self).startswith(str(tmp_path / "read-only-results")):
+            raise PermissionError(13, "Read-only file system", str(self))
+        return real_mkdir(self, *args, **kwargs)
+
+    return mkdir
+
+
+def unnamed_text_encodings(source: str) -> list[int]:
+    """Lines that read or write text without encoding=: read_text(), write_text(), open() or .open() in a text mode."""
+    lines = []
+    for node in ast.walk(ast.parse(source)):
+        if not isinstance(node, ast.Call) or any(keyword.arg == "encoding" for keyword in node.keywords):
+            continue
+        function = node.func
+        if isinstance(function, ast.Attribute) and function.attr in ("read_text", "write_text"):
+            lines.append(node.lineno)
+        elif (isinstance(function, ast.Name) and function.id == "open") or (
+            isinstance(function, ast.Attribute) and function.attr == "open" and not is_os(function.value)
+        ):
+            modes = [node.args[1]] if len(node.args) > 1 else [k.value for k in node.keywords if k.arg == "mode"]
+            if not (modes and isinstance(modes[0], ast.Constant) and "b" in str(modes[0].value)):
+                lines.append(node.lineno)
+    return lines
+
+
+def is_os(node: ast.expr) -> bool:
+    return isinstance(node, ast.Name) and node.id == "os"  # os.open(): a descriptor, no text
+
+
+def test_the_storage_and_failure_modules_name_their_text_encodings():
+    """read_text()/write_text()/open() in text mode without encoding= depends on the locale (C: ASCII)."""
+    assert unnamed_text_encodings("Path('a').read_text()\nopen(p)\nopen(p, 'rb')\nos.open(p, 0)") == [1, 2]
+    for name in ("training/storage.py", "training/failures.py"):
+        assert not unnamed_text_encodings((PROJECT_ROOT / name).read_text(encoding="utf-8")), name

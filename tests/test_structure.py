@@ -1,5 +1,6 @@
-"""How the code is laid out: recipes as files, portable adapter records, each option defined once,
-imports pointing one way (core <- command lines), and no script editing sys.path."""
+"""How the code is laid out: recipes as files, portable adapter records, each option defined once, imports
+pointing one way (floor by floor: training <- inference <- evaluation <- webapp and serving <- app, benchmarks,
+scripts, tests; the library below the command lines), one import path for each name, and no script editing sys.path."""
 
 from __future__ import annotations
 
@@ -10,33 +11,51 @@ import re
 
 import pytest
 
-from tests.conftest import PROJECT_ROOT, SHIPPED_MODEL_DIR
-from training.data import DataError
-from training.train import TrainConfig, build_parser, parse_args, portable_settings, reproducing_command
+from tests.conftest import SHIPPED_MODEL_DIR
+from training.config import TrainConfig, build_parser, parse_args, portable_settings, reproducing_command
+from training.errors import DataError
+from training.paths import PROJECT_ROOT
 
 RECIPE = "training/recipes/minilm-imdb.json"
 PACKAGES = ("training", "evaluation", "inference")
-COMMAND_LINES = {
-    "training.train",
-    "evaluation.evaluate",
-    "evaluation.calibrate",
-    "evaluation.long_reviews",
-    "inference.predict",
-}
-CORE = {
-    "training.model",
-    "training.data",
-    "training.paths",
-    "evaluation.metrics",
-    "inference.predictor",
-    "inference.options",
-}
+# The floors, lowest first: a module imports only from its own floor or the ones below it.
+FLOORS = (
+    ("training",),
+    ("inference",),
+    ("evaluation",),
+    ("webapp", "serving"),
+    ("app", "benchmarks", "scripts", "tests"),
+)
+LIBRARY_FOLDERS = ("training", "inference", "evaluation", "webapp", "serving")
 SHARED_OPTIONS = ("--model", "--split", "--device", "--batch-size", "--precision", "--trust-pickle-weights")
+
+
+def module_file(module: str):
+    path = PROJECT_ROOT / (module.replace(".", "/") + ".py")
+    return path if path.is_file() else None
+
+
+def all_modules() -> list[str]:
+    """Every project module: the library folders, app.py, benchmarks, scripts and tests."""
+    paths = [PROJECT_ROOT / "app.py"]
+    for folder in (*LIBRARY_FOLDERS, "benchmarks", "scripts", "tests"):
+        paths += sorted((PROJECT_ROOT / folder).glob("*.py"))
+    return [".".join(path.relative_to(PROJECT_ROOT).with_suffix("").parts) for path in paths]
+
+
+def floor(module: str) -> int:
+    return next(level for level, roots in enumerate(FLOORS) if module.split(".")[0] in roots)
+
+
+def is_command_line(module: str) -> bool:
+    """A module run as a command (`if __name__ == "__main__":`): the library beneath must not import it."""
+    return 'if __name__ == "__main__":' in module_file(module).read_text()
 
 
 def project_imports(module: str) -> set[str]:
     """Every project module `module` imports, at the top or inside a function."""
-    tree = ast.parse((PROJECT_ROOT / (module.replace(".", "/") + ".py")).read_text())
+    tree = ast.parse(module_file(module).read_text())
+    roots = {root for roots in FLOORS for root in roots}
     found = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
@@ -45,8 +64,22 @@ def project_imports(module: str) -> set[str]:
             names = [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
         else:
             continue
-        found |= {name for name in names if name.split(".")[0] in PACKAGES}
-    return found
+        found |= {name for name in names if name.split(".")[0] in roots and module_file(name)}
+    return found - {module}
+
+
+def defined_names(module: str) -> set[str]:
+    """The names `module` defines at its top level (functions, classes, assignments), not those it imports."""
+    names = set()
+    for node in ast.parse(module_file(module).read_text()).body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, ast.Assign):
+            targets = [item for target in node.targets for item in getattr(target, "elts", [target])]
+            names |= {target.id for target in targets if isinstance(target, ast.Name)}
+        elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            names.add(node.target.id)
+    return names
 
 
 # ----------------------------------------------------------------------------- recipes
@@ -110,6 +143,16 @@ def test_the_adapter_record_holds_no_machine_paths(tiny_adapter):
     assert metrics["training"]["output_dir"] == "adapter"
 
 
+def test_a_recorded_path_keeps_the_symbolic_links_the_user_gave(tmp_path):
+    from training.config import portable_path
+
+    (tmp_path / "elsewhere" / "imdb").mkdir(parents=True)
+    (tmp_path / "shared").symlink_to(tmp_path / "elsewhere")
+    recorded = portable_path(tmp_path / "shared" / "imdb")
+    assert recorded.endswith("shared/imdb") and "elsewhere" not in recorded
+    assert (PROJECT_ROOT / recorded).resolve() == (tmp_path / "elsewhere" / "imdb").resolve()
+
+
 # ----------------------------------------------------------------------------- options
 
 
@@ -146,19 +189,80 @@ def test_every_command_checks_batch_size_the_same_way(module, capsys):
 
 
 def test_pure_metrics_import_nothing_of_the_project():
-    assert project_imports("evaluation.metrics") == set()
+    assert project_imports("training.metrics") == set()
 
 
-def test_the_core_imports_no_command_line_and_no_command_line_imports_another():
-    for module in CORE:
-        assert not {name for name in project_imports(module) if name in COMMAND_LINES}, module
-    for module in COMMAND_LINES:
-        others = {name for name in project_imports(module) if name in COMMAND_LINES - {module}}
-        assert not others, (module, others)
+def test_imports_point_down_the_floors_and_never_up():
+    upward = [
+        (module, imported)
+        for module in all_modules()
+        for imported in project_imports(module)
+        if floor(imported) > floor(module)
+    ]
+    assert upward == []
+
+
+def test_the_library_imports_no_command_line_and_no_command_line_imports_another():
+    library = [module for module in all_modules() if module.split(".")[0] in LIBRARY_FOLDERS]
+    commands = {module for module in library if is_command_line(module)}
+    assert {"training.train", "inference.predict", "evaluation.evaluate"} <= commands  # the check finds them
+    offending = [
+        (module, imported) for module in library for imported in project_imports(module) if imported in commands
+    ]
+    assert offending == []
+
+
+def test_the_import_graph_has_no_cycle():
+    graph = {module: project_imports(module) for module in all_modules()}
+    done, on_path = set(), []
+
+    def visit(module: str) -> None:
+        if module in on_path:
+            pytest.fail("import cycle: " + " -> ".join([*on_path[on_path.index(module) :], module]))
+        if module in done:
+            return
+        on_path.append(module)
+        for imported in sorted(graph.get(module, ())):
+            visit(imported)
+        on_path.pop()
+        done.add(module)
+
+    for module in graph:
+        visit(module)
+
+
+def test_each_name_has_one_import_path():
+    """`from project.module import name` names the module that defines `name`: no re-exports."""
+    roots = {root for roots in FLOORS for root in roots}
+    second_paths = []
+    for module in all_modules():
+        for node in ast.walk(ast.parse(module_file(module).read_text())):
+            if not (isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] in roots):
+                continue
+            if module_file(node.module) is None:  # a package: `from training import model` imports a module
+                continue
+            defined = defined_names(node.module)
+            second_paths += [
+                (module, f"{node.module}.{alias.name}") for alias in node.names if alias.name not in defined
+            ]
+    assert second_paths == []
+
+
+def test_each_file_holds_one_job_at_a_readable_size():
+    """The library's files, the page and the benchmark runner stay small enough to read top to bottom."""
+    limits = {path: 450 for folder in LIBRARY_FOLDERS for path in (PROJECT_ROOT / folder).glob("*.py")}
+    limits[PROJECT_ROOT / "app.py"] = 450
+    limits[PROJECT_ROOT / "benchmarks" / "benchmark.py"] = 400
+    too_long = {
+        str(path.relative_to(PROJECT_ROOT)): lines
+        for path, limit in limits.items()
+        if (lines := len(path.read_text(encoding="utf-8").splitlines())) > limit
+    }
+    assert too_long == {}
 
 
 def test_nothing_edits_sys_path():
-    for package in (*PACKAGES, "scripts", "benchmarks", "tests"):
+    for package in (*LIBRARY_FOLDERS, "scripts", "benchmarks", "tests"):
         for path in (PROJECT_ROOT / package).glob("*.py"):
             if path.name == "test_structure.py":  # names the call it looks for
                 continue

@@ -11,17 +11,13 @@ import pytest
 import torch
 
 from tests.conftest import recomputed_validation_metrics, tiny_train_config
+from training import base as base_module
 from training import model as model_module
-from training.data import DataError
-from training.model import (
-    LoraSettings,
-    SentimentConfig,
-    build_classifier,
-    load_classifier,
-    load_tokenizer,
-    save_adapter,
-)
-from training.train import main, parse_args
+from training.base import load_tokenizer
+from training.config import parse_args
+from training.errors import DataError, ModelLoadError
+from training.model import LoraSettings, SentimentConfig, build_classifier, load_classifier, save_adapter
+from training.train import main
 
 
 def test_training_writes_a_complete_self_describing_adapter(tiny_adapter, tiny_distilbert):
@@ -132,8 +128,8 @@ def test_offline_loading_fails_without_touching_the_network(tmp_path, capsys, mo
     assert "no such file" in capsys.readouterr().err
     # HF_HUB_OFFLINE is set (conftest): the refusal comes from the flag, with no connection tried at all,
     # so it cannot wait on a network however slow (the speed this used to time is the mechanism's).
-    monkeypatch.setattr(model_module.socket, "create_connection", no_connection)
-    with pytest.raises(model_module.ModelLoadError, match="HF_HUB_OFFLINE is set.*--base-model minilm"):
+    monkeypatch.setattr(base_module.socket, "create_connection", no_connection)
+    with pytest.raises(ModelLoadError, match="HF_HUB_OFFLINE is set.*--base-model minilm"):
         load_tokenizer("distilbert-base-uncased")
 
 
@@ -142,7 +138,7 @@ def test_the_default_hub_data_offline_names_the_local_copy(tiny_distilbert, tmp_
 
     from training.train import cli
 
-    monkeypatch.setattr(model_module.socket, "create_connection", no_connection)
+    monkeypatch.setattr(base_module.socket, "create_connection", no_connection)
     monkeypatch.setattr(datasets, "load_dataset", lambda *a, **k: pytest.fail("the hub dataset was loaded"))
     # No --data: the default, 'hub', with HF_HUB_OFFLINE set.
     arguments = ["--base-model", str(tiny_distilbert), "--output-dir", str(tmp_path / "a"), "--results-dir"]
@@ -156,15 +152,15 @@ def test_unreachable_hub_is_detected_without_the_offline_flag(monkeypatch):
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # loopback port with nothing listening
     probes = []
-    real_connection = model_module.socket.create_connection
+    real_connection = base_module.socket.create_connection
 
     def probe(address, timeout=None, *args, **kwargs):
         probes.append((address, timeout))
         return real_connection(address, timeout, *args, **kwargs)
 
-    monkeypatch.setattr(model_module.socket, "create_connection", probe)
-    with pytest.raises(model_module.ModelLoadError, match="127.0.0.1 cannot be reached"):
-        model_module.check_hub_reachable("base model 'x'", fix="Use --base-model minilm.")
+    monkeypatch.setattr(base_module.socket, "create_connection", probe)
+    with pytest.raises(ModelLoadError, match="127.0.0.1 cannot be reached"):
+        base_module.check_hub_reachable("base model 'x'", fix="Use --base-model minilm.")
     # One probe, with a timeout of a few seconds: a hub that drops packets fails fast too, not after the
     # hub client's half-minute of retries.
     assert len(probes) == 1 and probes[0][0] == ("127.0.0.1", 9)
@@ -172,13 +168,14 @@ def test_unreachable_hub_is_detected_without_the_offline_flag(monkeypatch):
 
 
 def test_packaged_base_records_a_portable_id():
-    assert model_module.portable_base_id("minilm") == "sentence-transformers/all-MiniLM-L6-v2"
-    source = model_module.resolve_base_source("sentence-transformers/all-MiniLM-L6-v2")
-    assert source.endswith("model") and (model_module.Path(source) / "model.safetensors").exists()
+    assert base_module.portable_base_id("minilm") == "sentence-transformers/all-MiniLM-L6-v2"
+    source = base_module.resolve_base_source("sentence-transformers/all-MiniLM-L6-v2")
+    assert source.endswith("model") and (base_module.Path(source) / "model.safetensors").exists()
 
 
 def test_warmup_is_a_share_of_all_steps():
-    from training.train import TrainConfig, warmup_steps
+    from training.config import TrainConfig
+    from training.train import warmup_steps
 
     config = TrainConfig(batch_size=10, epochs=2, warmup_fraction=0.1)
     assert warmup_steps(config, 95) == math.floor(0.1 * 20)
@@ -259,15 +256,16 @@ def test_precision_auto_is_bf16_or_fp16_on_a_gpu_and_bf16_on_the_cpu_only_with_b
         assert resolved_precision("auto") == expected
     # bf16 on the CPU is autocast, which the Trainer allows only when told it runs on the CPU
     assert mixed_precision("bf16") == {"bf16": True, "fp16": False, "use_cpu": True}
-    with pytest.raises(model_module.ModelLoadError, match="--precision fp16 needs a GPU"):
+    with pytest.raises(ModelLoadError, match="--precision fp16 needs a GPU"):
         resolved_precision("fp16")
 
 
 def test_on_a_gpu_training_asks_for_bf16_grouped_lengths_and_batches_padded_to_64(mocked_cuda, tiny_distilbert):
     import transformers
 
-    from training import data, train
-    from training.train import TrainConfig, collator, training_arguments
+    from training import text, train
+    from training.config import TrainConfig
+    from training.train import collator, training_arguments
 
     asked, grouping = {}, train.length_grouping()  # the real flag name, found before TrainingArguments is replaced
     mocked_cuda.setattr(train, "length_grouping", lambda: grouping)
@@ -283,7 +281,7 @@ def test_on_a_gpu_training_asks_for_bf16_grouped_lengths_and_batches_padded_to_6
 
     tokenizer = load_tokenizer(str(tiny_distilbert))
     pad = collator(tokenizer, TrainConfig())
-    assert data.GPU_LENGTH_MULTIPLE == 64 and pad.pad_to_multiple_of == 64
+    assert text.GPU_LENGTH_MULTIPLE == 64 and pad.pad_to_multiple_of == 64
     batch = pad([{"input_ids": [101] + [2000] * n + [102], "labels": 1} for n in (3, 70)])
     assert batch["input_ids"].shape == (2, 128)  # 72 tokens, rounded up to a multiple of 64
 
@@ -301,7 +299,8 @@ def test_length_grouping_is_a_setting_this_transformers_accepts(tmp_path):
 
 
 def test_on_the_cpu_batches_pad_to_their_longest_review(tiny_distilbert, monkeypatch):
-    from training.train import TrainConfig, collator
+    from training.config import TrainConfig
+    from training.train import collator
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     pad = collator(load_tokenizer(str(tiny_distilbert)), TrainConfig())

@@ -1,10 +1,8 @@
-"""Reading reviews and turning them into model inputs: the one home for data loading and tokenization.
+"""Labelled reviews for training and evaluation: label names and ids, the IMDb splits, stratified subsets and
+the training/validation split.
 
-The pure steps (clipping, truncation, windows, padding) live in training/text.py, which the torch-free
-export predictor shares; they are re-exported here.
-
-Training, evaluation and inference all read files and tokenize through this module, so a review is
-truncated the same way when the model learns from it and when a user asks about it.
+Files are read through training/readers.py (bounded, untrusted) and tokenized through training/text.py, so
+a review is read and truncated the same way when the model learns from it and when a user asks about it.
 """
 
 from __future__ import annotations
@@ -17,279 +15,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from training.text import BINARY_LABELS, window_plan, window_token_ids
-from training.text import CHARS_PER_TOKEN_BOUND as CHARS_PER_TOKEN_BOUND
-from training.text import GPU_LENGTH_MULTIPLE as GPU_LENGTH_MULTIPLE
-from training.text import HEAD_FRACTION as HEAD_FRACTION
-from training.text import MAX_WINDOWS as MAX_WINDOWS
-from training.text import TRUNCATION_STRATEGIES as TRUNCATION_STRATEGIES
-from training.text import clip_characters as clip_characters
-from training.text import pad_token_ids as pad_token_ids
-from training.text import truncate_token_ids as truncate_token_ids
+from training.errors import DataError
+from training.readers import TABLE_SUFFIXES, TEXT_SUFFIXES, read_table
+from training.text import BINARY_LABELS
 
 HUB_DATASET = "stanfordnlp/imdb"
 # The most labels a classifier trained here may have: more is almost always a wrong --label-column
 # (an id or a free-text column), and each label needs reviews of its own to learn from.
 MAX_LABELS = 100
 INTEGER_PATTERN = re.compile(r"[+-]?\d+")
-TABLE_SUFFIXES = (".parquet", ".csv", ".jsonl", ".json")
-TEXT_SUFFIXES = (".txt",)
-
-
-# A CSV cell starting with one of these is run as a formula by spreadsheets (OWASP "CSV injection").
-FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
-# A Parquet footer (the file's metadata) longer than this is refused before it is parsed.
-MAX_PARQUET_FOOTER_BYTES = 16 * 2**20
-# What reading a table may raise on a damaged or hostile file, besides the DataErrors raised here: pandas
-# and pyarrow raise ValueError (ArrowInvalid), OSError (ArrowIOError), KeyError and TypeError (crafted
-# pandas metadata), NotImplementedError (unsupported encodings), MemoryError, ArrowCapacityError and others.
-READ_ERRORS = (
-    ValueError,
-    OSError,
-    KeyError,
-    TypeError,
-    IndexError,
-    AttributeError,
-    NotImplementedError,
-    MemoryError,
-    RecursionError,
-    OverflowError,
-    pd.errors.ParserError,
-)
-
-
-class DataError(ValueError):
-    """Input data a user supplied is unusable; the message says what is wrong and how to fix it."""
-
-
-@dataclasses.dataclass(frozen=True)
-class ReadLimits:
-    """How much of a file read_table will take, checked before the data is decoded where the format allows.
-
-    None lifts a limit. `max_bytes` bounds the file's size for text formats (.txt, .csv, .jsonl, .json) and
-    the decoded size for Parquet (from the row groups' metadata, then the dictionary-expanded size of each
-    text column, computed without expanding it). Longer cells are cut in the middle to `max_cell_chars`.
-    `hint` ends every refusal: how to get a bigger file through.
-    """
-
-    max_rows: int | None = 100_000
-    max_columns: int | None = 1_000
-    max_bytes: int | None = 512 * 2**20
-    max_cell_chars: int | None = 200_000
-    hint: str = "Pass --trust-large-files to read a bigger file you trust."
-
-
-NO_LIMITS = ReadLimits(None, None, None, None, "")
-
-
-# ----------------------------------------------------------------------------- reading files
-
-
-def read_table(
-    path: str | Path, text_column: str | None = "text", limits: ReadLimits | None = NO_LIMITS
-) -> pd.DataFrame:
-    """Read reviews from .txt (one a line), .csv, .jsonl/.json or .parquet; keep the row order.
-
-    Only the text column is required. Rows are never dropped here: empty texts stay, so callers can
-    report them next to the predictions for the other rows. `text_column=None` requires no column and
-    converts none (a .txt file's lines go to "text"): for a caller that lets the user pick the column.
-    `limits` bounds rows, columns, bytes and cell length (ReadLimits); a file beyond them is refused
-    in one DataError before it is decoded.
-    """
-    path = Path(path)
-    limits = limits or NO_LIMITS
-    if not path.exists():
-        raise DataError(f"{path}: no such file.")
-    if path.is_dir():
-        raise DataError(f"{path} is a folder; give a file ({', '.join(TABLE_SUFFIXES + TEXT_SUFFIXES)}).")
-    suffix = path.suffix.lower()
-    if suffix not in TABLE_SUFFIXES + TEXT_SUFFIXES:
-        raise DataError(
-            f"{path}: unsupported file type '{suffix or '(none)'}'. "
-            f"Use one of {', '.join(TEXT_SUFFIXES + TABLE_SUFFIXES)}."
-        )
-    size = path.stat().st_size
-    if size == 0:
-        raise DataError(f"{path} is empty.")
-    if suffix != ".parquet" and limits.max_bytes is not None and size > limits.max_bytes:
-        _refuse(path, f"is {_megabytes(size)}; this reader takes files of up to {_megabytes(limits.max_bytes)}", limits)
-    rows_to_read = None if limits.max_rows is None else limits.max_rows + 1  # one more shows there are too many
-    try:
-        if suffix == ".txt":
-            lines = path.read_text(encoding="utf-8").splitlines()
-            frame = pd.DataFrame({text_column or "text": lines})
-        elif suffix == ".csv":
-            if limits.max_columns is not None:
-                _check_columns(path, len(pd.read_csv(path, encoding="utf-8", nrows=0).columns), limits)
-            dtype = {text_column: str} if text_column else None
-            frame = pd.read_csv(path, encoding="utf-8", dtype=dtype, keep_default_na=False, nrows=rows_to_read)
-        elif suffix in (".jsonl", ".json"):
-            lines = suffix == ".jsonl"
-            frame = pd.read_json(path, lines=lines, encoding="utf-8", **({"nrows": rows_to_read} if lines else {}))
-        else:
-            frame = _read_parquet(path, limits)
-    except DataError:
-        raise
-    except UnicodeDecodeError as error:
-        raise DataError(
-            f"{path} is not valid UTF-8 text (byte {error.start}). Re-save it as UTF-8, "
-            f"for example: iconv -f latin1 -t utf-8 '{path}' > fixed{suffix}"
-        ) from error
-    except READ_ERRORS as error:
-        raise DataError(f"{path} could not be read as {suffix[1:]}: {type(error).__name__}: {error}") from error
-    except Exception as error:  # pyarrow's own errors (ArrowCapacityError, ...) derive from Exception only
-        if type(error).__module__.startswith(("pyarrow", "pandas")):
-            raise DataError(f"{path} could not be read as {suffix[1:]}: {type(error).__name__}: {error}") from error
-        raise
-    if limits.max_rows is not None and len(frame) > limits.max_rows:
-        _refuse(path, f"has more than {limits.max_rows:,} rows; this reader takes at most {limits.max_rows:,}", limits)
-    _check_columns(path, len(frame.columns), limits)
-    if frame.empty:  # e.g. a CSV with a header and no rows
-        raise DataError(f"{path} has no rows to read (columns: {', '.join(map(str, frame.columns)) or 'none'}).")
-    frame = cut_long_cells(frame, limits.max_cell_chars)
-    if text_column is None:
-        return frame.reset_index(drop=True)
-    if text_column not in frame.columns:
-        columns = ", ".join(map(str, frame.columns)) or "(none)"
-        raise DataError(
-            f"{path} has no '{text_column}' column (columns: {columns}). "
-            f"Rename the column holding the reviews to '{text_column}' or pass its name."
-        )
-    frame[text_column] = frame[text_column].fillna("").astype(str)
-    return frame.reset_index(drop=True)
-
-
-def _megabytes(size: int) -> str:
-    return f"{size / 2**20:,.1f} MB"
-
-
-def _refuse(path: Path, problem: str, limits: ReadLimits):
-    raise DataError(f"{path} {problem}. {limits.hint}".strip())
-
-
-def _check_columns(path: Path, count: int, limits: ReadLimits) -> None:
-    if limits.max_columns is not None and count > limits.max_columns:
-        _refuse(path, f"has {count:,} columns; this reader takes at most {limits.max_columns:,}", limits)
-
-
-def _read_parquet(path: Path, limits: ReadLimits) -> pd.DataFrame:
-    """A Parquet file as a frame, its size checked from its metadata before any data is decoded.
-
-    A few hundred bytes of Parquet can decode to gigabytes: pages compress (zstd) and a dictionary-encoded
-    column repeats one long value on every row. So: the footer's length, then rows, columns and the
-    uncompressed size from the row groups' metadata, then the text columns are read as dictionaries (the
-    distinct values once, plus an index per row) and their expanded size is summed from the values' lengths
-    before anything is expanded.
-    """
-    import pyarrow as pa
-    import pyarrow.compute as pc
-    import pyarrow.parquet as pq
-
-    with path.open("rb") as file:
-        file.seek(max(path.stat().st_size - 8, 0))
-        tail = file.read(8)
-    if len(tail) < 8 or tail[4:] != b"PAR1":
-        raise ValueError("no Parquet footer (the file does not end in PAR1)")
-    footer = int.from_bytes(tail[:4], "little")
-    if footer > MAX_PARQUET_FOOTER_BYTES:
-        _refuse(
-            path,
-            f"has {_megabytes(footer)} of metadata; this reader takes up to {_megabytes(MAX_PARQUET_FOOTER_BYTES)}",
-            limits,
-        )
-    metadata = pq.ParquetFile(path).metadata
-    if limits.max_rows is not None and metadata.num_rows > limits.max_rows:
-        _refuse(path, f"has {metadata.num_rows:,} rows; this reader takes at most {limits.max_rows:,}", limits)
-    _check_columns(path, metadata.num_columns, limits)
-    stored = sum(metadata.row_group(index).total_byte_size for index in range(metadata.num_row_groups))
-    if limits.max_bytes is not None and stored > limits.max_bytes:
-        _refuse(
-            path,
-            f"holds {_megabytes(stored)} of uncompressed data; this reader takes up to {_megabytes(limits.max_bytes)}",
-            limits,
-        )
-    schema = pq.read_schema(path)
-    nested = [field.name for field in schema if pa.types.is_nested(field.type)]
-    if nested and limits.max_bytes is not None:
-        _refuse(
-            path,
-            f"has nested columns ({', '.join(map(str, nested[:5]))}); give a flat table of text and numbers",
-            limits,
-        )
-    texts = [field.name for field in schema if _is_text_type(field.type)]
-    table = pq.ParquetFile(path, read_dictionary=texts).read()
-    decoded = 0
-    for field, column in zip(table.schema, table.columns):
-        if not pa.types.is_dictionary(field.type):
-            decoded += column.nbytes
-            continue
-        for chunk in column.chunks:
-            if _is_text_type(field.type.value_type):  # the expanded size, from the distinct values' lengths
-                lengths = pc.take(pc.binary_length(chunk.dictionary), chunk.indices)
-                decoded += (pc.sum(lengths).as_py() or 0) + 8 * len(chunk)
-            else:
-                decoded += len(chunk) * max(getattr(field.type.value_type, "bit_width", 64) // 8, 1)
-    if limits.max_bytes is not None and decoded > limits.max_bytes:
-        _refuse(
-            path, f"decodes to {_megabytes(decoded)}; this reader takes up to {_megabytes(limits.max_bytes)}", limits
-        )
-    columns = [
-        pa.chunked_array([chunk.dictionary_decode() for chunk in column.chunks], type=field.type.value_type)
-        if pa.types.is_dictionary(field.type)
-        else column
-        for field, column in zip(table.schema, table.columns)
-    ]
-    return pa.Table.from_arrays(
-        columns,
-        schema=pa.schema(
-            [pa.field(f.name, f.type.value_type) if pa.types.is_dictionary(f.type) else f for f in table.schema],
-            metadata=table.schema.metadata,
-        ),
-    ).to_pandas()
-
-
-def _is_text_type(arrow_type) -> bool:
-    import pyarrow as pa
-
-    return any(
-        check(arrow_type)
-        for check in (pa.types.is_string, pa.types.is_large_string, pa.types.is_binary, pa.types.is_large_binary)
-    )
-
-
-def cut_middle(text: str, max_chars: int) -> str:
-    """`text` cut to at most `max_chars` characters by dropping its middle (a long review's model reads
-    its beginning and end)."""
-    if len(text) <= max_chars:
-        return text
-    head = max_chars // 2
-    return text[:head] + text[len(text) - (max_chars - head) :]
-
-
-def cut_long_cells(frame: pd.DataFrame, max_chars: int | None) -> pd.DataFrame:
-    """Every text cell longer than `max_chars` cut in the middle to that length (None: unchanged)."""
-    if max_chars is None:
-        return frame
-    for column in frame.columns:
-        series = frame[column]
-        if not (series.dtype == object or pd.api.types.is_string_dtype(series.dtype)):
-            continue
-        if series.map(lambda value: isinstance(value, str) and len(value) > max_chars).any():
-            frame[column] = series.map(lambda value: cut_middle(value, max_chars) if isinstance(value, str) else value)
-    return frame
-
-
-def spreadsheet_safe(frame: pd.DataFrame) -> pd.DataFrame:
-    """A copy of `frame` for a CSV someone may open in a spreadsheet: every text cell that starts with
-    =, +, -, @, a tab or a carriage return gets a leading single quote, so it is shown, not run as a
-    formula (OWASP, "CSV injection"). Numbers are left alone; JSON output does not need this."""
-    safe = frame.copy()
-    for column in safe.columns:
-        if safe[column].dtype == object or pd.api.types.is_string_dtype(safe[column].dtype):
-            safe[column] = safe[column].map(
-                lambda value: "'" + value if isinstance(value, str) and value.startswith(FORMULA_STARTS) else value
-            )
-    return safe
 
 
 def read_labelled(path: str | Path, text_column: str = "text", label_column: str = "label") -> pd.DataFrame:
@@ -454,7 +188,7 @@ def load_split(source: str | Path, split: str, text_column: str = "text", label_
 
 
 def _load_from_hub(dataset_id: str, split: str, text_column: str = "text", label_column: str = "label") -> pd.DataFrame:
-    from training.model import check_hub_reachable  # the hub check lives with the other hub access
+    from training.base import check_hub_reachable  # the hub check lives with the other hub access
 
     check_hub_reachable(
         f"dataset '{dataset_id}'",
@@ -544,45 +278,3 @@ def load_training_data(
     train_frame = stratified_subset(train_frame, train_limit, seed)
     validation_frame = stratified_subset(validation_frame, validation_limit, seed)
     return TrainingData(train_frame, validation_frame, names, counts)
-
-
-# ----------------------------------------------------------------------------- tokenization
-
-
-def special_token_frame(tokenizer) -> tuple[list[int], list[int]]:
-    """The special tokens a tokenizer puts before and after a single text ([CLS] and [SEP] for BERT)."""
-    inner = tokenizer("x", add_special_tokens=False)["input_ids"]
-    framed = tokenizer("x")["input_ids"]
-    start = next(i for i in range(len(framed)) if framed[i : i + len(inner)] == inner)
-    return framed[:start], framed[start + len(inner) :]
-
-
-def encode_texts(tokenizer, texts: list[str], max_length: int, strategy: str) -> list[list[int]]:
-    """Token ids with special tokens for each text, truncated to `max_length` by `strategy`."""
-    prefix, suffix = special_token_frame(tokenizer)
-    budget = max_length - len(prefix) - len(suffix)
-    clipped = [clip_characters(text, max_length) for text in texts]
-    # verbose=False: texts longer than the model are expected here; truncation happens below.
-    encoded = tokenizer(clipped, add_special_tokens=False, truncation=False, verbose=False)["input_ids"]
-    return [prefix + truncate_token_ids(ids, budget, strategy) + suffix for ids in encoded]
-
-
-def encode_windows(
-    tokenizer, texts: list[str], max_length: int, max_windows: int = MAX_WINDOWS
-) -> tuple[list[list[int]], list[int]]:
-    """Every text as overlapping windows of `max_length` tokens (special tokens included), half a window apart.
-
-    Returns (windows, owner): owner[k] is the index of the text window k came from. A text needing
-    more than `max_windows` windows keeps the beginning and end of it, like head+tail truncation.
-    """
-    prefix, suffix = special_token_frame(tokenizer)
-    budget = max_length - len(prefix) - len(suffix)
-    stride, longest = window_plan(budget, max_windows)
-    clipped = [clip_characters(text, longest) for text in texts]
-    encoded = tokenizer(clipped, add_special_tokens=False, truncation=False, verbose=False)["input_ids"]
-    windows, owner = [], []
-    for index, ids in enumerate(encoded):
-        for window in window_token_ids(truncate_token_ids(ids, longest, "head_tail"), budget, stride):
-            windows.append(prefix + window + suffix)
-            owner.append(index)
-    return windows, owner

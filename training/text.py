@@ -1,8 +1,9 @@
-"""Reviews as text and token ids: the pure steps every inference path shares, with numpy as the only import.
+"""Reviews as text and token ids: checking, clipping, truncation, windows, padding and tokenization, with
+numpy as the only import (the tokenizer is passed in).
 
-The PyTorch `Predictor`, training's data pipeline (training/data.py) and the torch-free `OnnxPredictor`
-(inference/onnx_predictor.py, which must import neither torch nor pandas) all check, clip, truncate,
-window and pad reviews with these functions, so a review is read the same way everywhere.
+Training, evaluation, the PyTorch `Predictor` and the torch-free `OnnxPredictor` (inference/onnx_predictor.py,
+which must import neither torch nor pandas) all turn reviews into model inputs with these functions, so a
+review is truncated the same way when the model learns from it and when a user asks about it.
 """
 
 from __future__ import annotations
@@ -46,11 +47,15 @@ class Prediction:
     probabilities: dict[str, float]  # every label's probability, in the adapter's label order; they sum to 1
 
     def verdict(self, uncertain_below: float | None = None) -> str:
-        """The label, or UNCERTAIN when the confidence is below `uncertain_below` (None: always the label).
-        With N labels the top label's probability is at least 1 / N, so a useful threshold lies above that."""
-        if uncertain_below is not None and self.confidence < uncertain_below:
-            return UNCERTAIN
-        return self.label
+        return verdict(self.label, self.confidence, uncertain_below)
+
+
+def verdict(label: str, confidence: float, uncertain_below: float | None = None) -> str:
+    """The label, or UNCERTAIN when the confidence is below `uncertain_below` (None: always the label).
+    With N labels the top label's probability is at least 1 / N, so a useful threshold lies above that."""
+    if uncertain_below is not None and confidence < uncertain_below:
+        return UNCERTAIN
+    return label
 
 
 def is_unicode_text(text: str) -> bool:
@@ -130,3 +135,45 @@ def pad_token_ids(
         input_ids[row, : len(ids)] = ids
         attention_mask[row, : len(ids)] = 1
     return {"input_ids": input_ids, "attention_mask": attention_mask}
+
+
+# ----------------------------------------------------------------------------- tokenization
+
+
+def special_token_frame(tokenizer) -> tuple[list[int], list[int]]:
+    """The special tokens a tokenizer puts before and after a single text ([CLS] and [SEP] for BERT)."""
+    inner = tokenizer("x", add_special_tokens=False)["input_ids"]
+    framed = tokenizer("x")["input_ids"]
+    start = next(i for i in range(len(framed)) if framed[i : i + len(inner)] == inner)
+    return framed[:start], framed[start + len(inner) :]
+
+
+def encode_texts(tokenizer, texts: list[str], max_length: int, strategy: str) -> list[list[int]]:
+    """Token ids with special tokens for each text, truncated to `max_length` by `strategy`."""
+    prefix, suffix = special_token_frame(tokenizer)
+    budget = max_length - len(prefix) - len(suffix)
+    clipped = [clip_characters(text, max_length) for text in texts]
+    # verbose=False: texts longer than the model are expected here; truncation happens below.
+    encoded = tokenizer(clipped, add_special_tokens=False, truncation=False, verbose=False)["input_ids"]
+    return [prefix + truncate_token_ids(ids, budget, strategy) + suffix for ids in encoded]
+
+
+def encode_windows(
+    tokenizer, texts: list[str], max_length: int, max_windows: int = MAX_WINDOWS
+) -> tuple[list[list[int]], list[int]]:
+    """Every text as overlapping windows of `max_length` tokens (special tokens included), half a window apart.
+
+    Returns (windows, owner): owner[k] is the index of the text window k came from. A text needing
+    more than `max_windows` windows keeps the beginning and end of it, like head+tail truncation.
+    """
+    prefix, suffix = special_token_frame(tokenizer)
+    budget = max_length - len(prefix) - len(suffix)
+    stride, longest = window_plan(budget, max_windows)
+    clipped = [clip_characters(text, longest) for text in texts]
+    encoded = tokenizer(clipped, add_special_tokens=False, truncation=False, verbose=False)["input_ids"]
+    windows, owner = [], []
+    for index, ids in enumerate(encoded):
+        for window in window_token_ids(truncate_token_ids(ids, longest, "head_tail"), budget, stride):
+            windows.append(prefix + window + suffix)
+            owner.append(index)
+    return windows, owner

@@ -22,7 +22,7 @@ def random_distilbert(folder: str | Path, shape: dict = TINY_DISTILBERT_SHAPE, s
     import torch
     from transformers import DistilBertConfig, DistilBertModel
 
-    from training.model import load_tokenizer
+    from training.base import load_tokenizer
 
     folder = Path(folder)
     torch.manual_seed(seed)

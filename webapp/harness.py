@@ -4,7 +4,8 @@ and stop it cleanly: the one copy the browser tests, the benchmark and the load 
     with running_app(env={"SENTIMENT_MODEL_DIR": "my_adapter"}) as app:
         urllib.request.urlopen(app.url)
 
-Needs nothing from Streamlit itself: the server runs in its own process.
+Needs nothing from Streamlit itself: the server runs in its own process. A harness for tests, the benchmark
+and scripts/load_test.py, not a part of the app.
 """
 
 from __future__ import annotations

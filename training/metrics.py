@@ -3,6 +3,9 @@
 Training (validation during model selection) and evaluation (the reported figures) both call
 `classification_metrics`, so a validation accuracy and a test accuracy mean the same thing. Training
 and evaluation/calibrate.py both fit the temperature with `calibration_record`.
+
+Importing it needs numpy alone (scikit-learn and scipy load inside the functions that use them), so the
+torch-free export predictor shares `softmax` with everything else.
 """
 
 from __future__ import annotations
@@ -10,17 +13,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from scipy.optimize import minimize_scalar
-from sklearn.metrics import (
-    accuracy_score,
-    confusion_matrix,
-    f1_score,
-    log_loss,
-    precision_recall_fscore_support,
-    precision_score,
-    recall_score,
-    roc_auc_score,
-)
 
 CALIBRATION_BINS = 15
 # The temperatures fit_temperature searches by default; training.model.read_calibration accepts the same range.
@@ -90,6 +82,17 @@ def classification_metrics(
     has the macro and weighted (by support) averages and a per-label table; ECE uses the top label's
     probability (its confidence) for any number of labels.
     """
+    from sklearn.metrics import (
+        accuracy_score,
+        confusion_matrix,
+        f1_score,
+        log_loss,
+        precision_recall_fscore_support,
+        precision_score,
+        recall_score,
+        roc_auc_score,
+    )
+
     labels = np.asarray(labels).astype(int)
     probabilities = np.asarray(probabilities, dtype=np.float64)
     num_labels = probabilities.shape[1]
@@ -149,6 +152,8 @@ def classification_metrics(
 def one_vs_rest_auc(labels: np.ndarray, probabilities: np.ndarray) -> float | None:
     """ROC-AUC of each label against the rest (ranked by its probability), averaged over the labels that
     occur but not everywhere; None when fewer than two labels occur."""
+    from sklearn.metrics import roc_auc_score
+
     present = [k for k in range(probabilities.shape[1]) if 0 < (labels == k).sum() < len(labels)]
     if len(present) < 2:
         return None
@@ -173,6 +178,8 @@ def fit_temperature(logits: np.ndarray, labels: np.ndarray, bounds: tuple[float,
     is convex in 1/T, hence unimodal in log T: a bounded Brent search over log T finds the optimum.
     logits: (n, classes); labels: (n,) class indices.
     """
+    from scipy.optimize import minimize_scalar
+
     logits = np.asarray(logits, dtype=np.float64)
     if logits.ndim != 2 or len(logits) == 0 or len(logits) != len(labels):
         raise ValueError("fit_temperature needs logits of shape (n, classes) with n > 0 and one label per row.")
