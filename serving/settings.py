@@ -14,6 +14,7 @@ import typing
 from pathlib import Path
 
 from serving.predictors import model_problem
+from training.config import fits
 from training.errors import DataError
 from training.paths import DEFAULT_MODEL_DIR, PROJECT_ROOT
 
@@ -164,16 +165,6 @@ def load_config(path: str | Path = CONFIG_FILE) -> ServeConfig:
         host=str(http.get("host", DEFAULT_HOST)),
         port=int(http.get("port", DEFAULT_PORT)),
     )
-
-
-def fits(value, expected) -> bool:
-    """Whether a YAML value can fill a field of type `expected` (an int fills a float; a bool fills only a bool)."""
-    allowed = typing.get_args(expected) or (expected,)
-    if value is None:
-        return type(None) in allowed
-    if isinstance(value, bool):
-        return bool in allowed
-    return isinstance(value, allowed) or (float in allowed and isinstance(value, int))
 
 
 def typing_name(expected) -> str:

@@ -299,7 +299,7 @@ def load_recipe(path: str | Path) -> dict:
     types = typing.get_type_hints(TrainConfig)
     problems = [f"unknown setting '{key}'" for key in settings if key not in fields]
     for key, value in settings.items():
-        if key in fields and not _fits(value, types[key]):
+        if key in fields and not fits(value, types[key]):
             problems.append(f"{key} must be {getattr(types[key], '__name__', types[key])}, not {value!r}")
     if problems:
         raise DataError(
@@ -315,7 +315,9 @@ def load_recipe(path: str | Path) -> dict:
     return {**settings, "recipe": str(path)}
 
 
-def _fits(value, expected) -> bool:
+def fits(value, expected) -> bool:
+    """Whether a value read from JSON or YAML can fill a field of type `expected` (an int fills a float; a bool
+    fills only a bool). Recipes and the serving config check their fields with it."""
     allowed = typing.get_args(expected) or (expected,)
     if value is None:
         return type(None) in allowed
