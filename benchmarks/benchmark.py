@@ -237,6 +237,7 @@ def main(config: BenchConfig, argv: list[str] | None = None) -> dict:
         if model_dir is None:
             model_dir = tiny_adapter(workdir, config.data) if config.smoke else DEFAULT_MODEL_DIR
         report["model"] = str(model_dir)
+        report["default_precision"] = default_precision(model_dir)
         runners = {
             "inference": lambda: bench_inference(config, model_dir),
             "cpu-table": lambda: bench_cpu_table(config, model_dir, workdir),
@@ -275,9 +276,24 @@ def main(config: BenchConfig, argv: list[str] | None = None) -> dict:
         f"{report['machine']['cpu']}, {report['machine']['cpu_cores_available']} cores, GPU: {report['machine']['gpu'] or 'none'}; "
         f"{report['date']}; load average at start {report['load_average_at_start']}"
     )
+    chosen = report.get("default_precision", {})
+    print(f"Default precision here: {chosen.get('precision', '?')} ({chosen.get('reason', chosen.get('error', ''))})")
     print(table(report))
     print(f"JSON: {output}")
     return report
+
+
+def default_precision(model_dir: Path) -> dict:
+    """What every part that loads the adapter with precision "auto" (the CLI, the app, the default Predictor) runs
+    in on this CPU, and why: the record's answer for the parts that do not say it themselves."""
+    from inference.predictor import choose_precision
+    from inference.torch_backend import TorchBackend
+
+    try:
+        precision, reason = choose_precision("auto", "cpu", scheme=TorchBackend.int8_scheme(model_dir))
+    except Exception as error:  # a damaged int8.json: the parts that load the adapter report it themselves
+        return {"error": f"{type(error).__name__}: {error}"}
+    return {"precision": precision, "reason": reason}
 
 
 def cli(argv: list[str] | None = None) -> int:

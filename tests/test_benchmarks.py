@@ -176,7 +176,9 @@ def test_the_cpu_table_measures_every_way_to_serve_here_and_with_amx_off(tiny_ad
     output = tmp_path / "table.json"
     arguments = ["--cpu-table", "--smoke", "--model", str(tiny_adapter), "--data", str(small_imdb)]
     assert benchmark.cli([*arguments, "--output", str(output)]) == 0
-    result = json.loads(output.read_text())["parts"]["cpu-table"]
+    report = json.loads(output.read_text())
+    assert report["default_precision"]["precision"] == "fp32" and report["default_precision"]["reason"]
+    result = report["parts"]["cpu-table"]
     tables = {"this_cpu": result["this_cpu"]}
     if {"amx_tile", "amx_bf16"} <= cpu_features():  # this CPU has AMX: the table again without it, in a child
         tables["amx_off"] = result["amx_off"]
