@@ -6,6 +6,7 @@ Imports nothing heavy at load: the torch-free ONNX backend asks this module abou
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -70,9 +71,7 @@ def cpu_features(cpuinfo: str | None = None, environ: Mapping[str, str] | None =
     amx_bf16, ...), less those above ONEDNN_MAX_CPU_ISA when it is set. `cpuinfo` and `environ` default to
     this machine's /proc/cpuinfo and environment; elsewhere PyTorch's capability probe answers, if installed."""
     environ = os.environ if environ is None else environ
-    if cpuinfo is None:
-        path = Path("/proc/cpuinfo")
-        cpuinfo = path.read_text(encoding="utf-8", errors="replace") if path.is_file() else ""
+    cpuinfo = _proc_cpuinfo() if cpuinfo is None else cpuinfo
     flags_line = next((line for line in cpuinfo.splitlines() if line.startswith("flags")), None)
     if flags_line is not None:
         flags = set(flags_line.split(":", 1)[1].split()) & MATRIX_FLAGS
@@ -84,6 +83,13 @@ def cpu_features(cpuinfo: str | None = None, environ: Mapping[str, str] | None =
         allowed = {flag for _, level in ISA_LEVELS[: names.index(cap) + 1] for flag in level}
         flags &= allowed
     return frozenset(flags)
+
+
+@functools.lru_cache(maxsize=1)
+def _proc_cpuinfo() -> str:
+    """This machine's /proc/cpuinfo ('' where there is none), read once: it is long on a large server."""
+    path = Path("/proc/cpuinfo")
+    return path.read_text(encoding="utf-8", errors="replace") if path.is_file() else ""
 
 
 def _torch_capability_flags() -> tuple[str, ...]:
