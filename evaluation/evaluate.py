@@ -7,13 +7,18 @@ Writes a JSON report (accuracy, precision, recall, F1, ROC-AUC, log loss, expect
 confusion matrix) and PNG plots (confusion matrix, ROC curve, reliability diagram) under
 results/evaluation/. The metrics are those of the served probabilities, temperature-scaled by the
 adapter's calibration.json; calibration error and log loss are also reported before scaling (T = 1),
-and the reliability diagram shows both. `--record` also stores the test metrics in the adapter's
-metrics.json, which the app shows.
+and the reliability diagram shows both. Every metrics block says how its probabilities were made: the
+`temperature` applied and the `numeric_precision` the model ran in. `--record` also stores the test metrics,
+with the command, date and machine, in the adapter's metrics.json (which the app shows) and rewrites its card.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
+import os
+import platform
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -48,9 +53,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--record",
         action="store_true",
-        help="Also store these metrics as the adapter's test metrics (in its metrics.json).",
+        help="Also store these metrics as the adapter's test metrics (in its metrics.json), and rewrite its card.",
     )
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    # What was run, word for word, for the report and the record (the console script runs the same file).
+    args.command = shlex.join(["python", "evaluation/evaluate.py", *(sys.argv[1:] if argv is None else argv)])
+    return args
 
 
 def main(args: argparse.Namespace) -> dict:
@@ -73,9 +81,17 @@ def main(args: argparse.Namespace) -> dict:
     seconds = time.perf_counter() - started
     labels = frame["label"].to_numpy()
     probabilities = softmax(logits / predictor.temperature)  # what the Predictor serves
-    metrics = classification_metrics(labels, probabilities, predictor.labels)
+    metrics = {
+        **classification_metrics(labels, probabilities, predictor.labels),
+        **model_card.scored_with(predictor.temperature, predictor.precision),
+    }
 
     report = {
+        "run": {
+            "command": args.command,
+            "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+            "machine": machine_name(predictor.device_name),
+        },
         "metrics": metrics,
         "data": {
             "source": str(args.data),
@@ -103,17 +119,37 @@ def main(args: argparse.Namespace) -> dict:
     )
     storage.write_json(args.output_dir / "report.json", report)
     if args.record:
-        report["model_card"] = record_test_metrics(args.model, metrics, report["data"], report["plots"])
+        uncalibrated = report["calibration"]["uncalibrated"]
+        test = {
+            **metrics,
+            "uncalibrated": {
+                key: uncalibrated[key] for key in ("temperature", "expected_calibration_error", "log_loss")
+            },
+            "data": report["data"],
+            "run": report["run"],
+        }
+        report["model_card"] = record_test_metrics(args.model, test, report["plots"])
     return report
 
 
-def record_test_metrics(model_dir: Path, metrics: dict, data: dict, plots: dict[str, str] | None = None) -> bool:
+def machine_name(device_name: str) -> str:
+    """What the figures were measured on: the GPU's name, or the CPU's model and how many cores it has."""
+    if device_name != "CPU":
+        return device_name
+    try:
+        lines = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:  # not Linux
+        lines = []
+    model = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), None)
+    return f"CPU: {model or platform.processor() or platform.machine()}, {os.cpu_count()} cores"
+
+
+def record_test_metrics(model_dir: Path, test: dict, plots: dict[str, str] | None = None) -> bool:
     """Keep the adapter's test figures beside its validation figures, where the app and tests read them, and
     rewrite its model card with them and the plots (copied into the folder's evaluation/) when the card was
-    written by the code (a hand-written card, like the shipped adapter's, is left alone). Returns whether
-    the card was rewritten."""
+    written by the code (a hand-written card is left alone). Returns whether the card was rewritten."""
     recorded = read_metrics(model_dir)
-    recorded["test"] = {**metrics, "data": data}
+    recorded["test"] = test
     storage.write_json(Path(model_dir) / METRICS_FILE, recorded)  # atomic: the app reads it on every rerun
     if not model_card.is_generated(model_dir):
         return False

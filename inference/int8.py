@@ -76,22 +76,26 @@ def gate_passed(labels_changed: int, reviews: int, accuracy_change_points: float
 class Int8Scheme:
     """How one backend quantizes: dynamic int8 with per-channel weights, every encoder matrix but `keep_fp32`.
 
-    `gate`: the measurement behind it (reviews, labels_changed, accuracy, fp32_accuracy, where and when);
-    `passed` is recomputed from those figures, never read from the file."""
+    `gate`: the measurement behind it on validation reviews (reviews, labels_changed, accuracy, fp32_accuracy,
+    where and when); `check`: the same figures on test reviews, read once for the chosen scheme. `passed` and
+    `held` are recomputed from those figures, never read from the file."""
 
     backend: str
     keep_fp32: tuple[str, ...] = DEFAULT_KEEP_FP32
     reduce_range: bool = False  # onnxruntime: 7-bit weights, so AVX2's 16-bit sums cannot saturate
     gate: dict = dataclasses.field(default_factory=dict)
+    check: dict = dataclasses.field(default_factory=dict)
 
     @property
     def passed(self) -> bool:
-        try:
-            return gate_passed(
-                int(self.gate["labels_changed"]), int(self.gate["reviews"]), float(self.gate["accuracy_change_points"])
-            )
-        except (KeyError, TypeError, ValueError):
-            return False
+        """Whether the scheme passed the gate on the validation reviews (False when there is no gate record)."""
+        return _within_gate(self.gate)
+
+    @property
+    def held(self) -> bool | None:
+        """Whether the gate still held on the test reviews read once (None: not checked). A scheme chosen on
+        validation that fails here is not served by 'auto': its validation margin did not carry over."""
+        return _within_gate(self.check) if self.check else None
 
     @property
     def instructions(self) -> tuple[str, ...]:
@@ -104,17 +108,45 @@ class Int8Scheme:
         return (*exact, "avx2") if self.backend == "pytorch" or self.reduce_range else exact
 
     def summary(self) -> str:
-        """One line on the gate: '3 of 2,500 validation labels changed, accuracy -0.04 points: passed'."""
+        """One line on the gate: '3 of 2,500 validation labels changed, accuracy -0.04 points: passed the gate'."""
         if not self.gate:
             return "not measured"
         verdict = "passed" if self.passed else "failed"
-        return (
-            f"{self.gate.get('labels_changed')} of {self.gate.get('reviews'):,} {self.gate.get('split', 'validation')} "
-            f"labels changed, accuracy {self.gate.get('accuracy_change_points', 0):+.2f} points: {verdict} the gate"
-        )
+        return f"{_figures(self.gate, self.gate.get('split', 'validation'))}: {verdict} the gate"
+
+    def check_summary(self) -> str:
+        """One line on the test check: '7 of 1,000 test labels changed, accuracy -0.30 points: failed'."""
+        if not self.check:
+            return "not checked on test reviews"
+        return f"{_figures(self.check, 'test')}: {'held' if self.held else 'failed'}"
 
     def as_dict(self) -> dict:
-        return {**dataclasses.asdict(self), "keep_fp32": list(self.keep_fp32), "passed": self.passed}
+        return {**dataclasses.asdict(self), "keep_fp32": list(self.keep_fp32), "passed": self.passed, "held": self.held}
+
+
+def _within_gate(figures: dict) -> bool:
+    try:
+        return gate_passed(
+            int(figures["labels_changed"]), int(figures["reviews"]), float(figures["accuracy_change_points"])
+        )
+    except (KeyError, TypeError, ValueError):
+        return False
+
+
+def _figures(figures: dict, split: str) -> str:
+    return (
+        f"{figures.get('labels_changed')} of {figures.get('reviews', 0):,} {split} labels changed, "
+        f"accuracy {figures.get('accuracy_change_points', 0):+.2f} points"
+    )
+
+
+def _plain(name: str, value) -> dict:
+    """`value` if it is an object of plain values (a record's gate or check), else a ValueError."""
+    if not isinstance(value, dict) or not all(
+        isinstance(item, (str, int, float, bool)) or item is None for item in value.values()
+    ):
+        raise ValueError(f"{name} must be an object of plain values")
+    return value
 
 
 def scheme_from_dict(data: dict, backend: str) -> Int8Scheme:
@@ -126,12 +158,8 @@ def scheme_from_dict(data: dict, backend: str) -> Int8Scheme:
         or not all(isinstance(role, str) and ROLE_PATTERN.fullmatch(role) for role in keep)
     ):
         raise ValueError("keep_fp32 must be a list of roles such as 'layer.5.ffn.out', 'pooler' or 'classifier'")
-    gate = data.get("gate", {})
-    if not isinstance(gate, dict) or not all(
-        isinstance(value, (str, int, float, bool)) or value is None for value in gate.values()
-    ):
-        raise ValueError("gate must be an object of plain values")
-    return Int8Scheme(backend, tuple(keep), bool(data.get("reduce_range", False)), gate)
+    gate, check = _plain("gate", data.get("gate", {})), _plain("check", data.get("check", {}))
+    return Int8Scheme(backend, tuple(keep), bool(data.get("reduce_range", False)), gate, check)
 
 
 def read_int8_schemes(folder: str | Path) -> dict[str, Int8Scheme]:

@@ -48,7 +48,8 @@ def choose_precision(
 
     'auto' is decided by this machine and by measurement: bf16 where the hardware multiplies it (a GPU that
     supports it, a CPU with AMX); on another x86 CPU with AVX2 or VNNI, int8, but only when the model's int8
-    scheme passed the gate on its validation reviews (`scheme`, recorded in the folder); exact fp32 elsewhere.
+    scheme passed the gate on its validation reviews and held on the test reviews read once (`scheme`, recorded
+    in the folder); exact fp32 elsewhere.
     `supported`: the backend's precisions (an export has no bf16). Figures: docs/speed.md.
     """
     if precision not in PRECISIONS:
@@ -82,6 +83,11 @@ def choose_precision(
         return "fp32", f"{why}; int8 was never measured for this model (no gate record): exact fp32"
     if not scheme.passed:
         return "fp32", f"{why}; the model's int8 scheme did not pass the gate ({scheme.summary()}): exact fp32"
+    if scheme.held is False:
+        return "fp32", (
+            f"{why}; the model's int8 scheme passed the gate but not the test check ({scheme.check_summary()}): "
+            "exact fp32 (--precision int8 serves it)"
+        )
     usable = sorted(cpu_features() & set(scheme.instructions))
     if not usable:
         needed = " or ".join(scheme.instructions)

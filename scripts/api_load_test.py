@@ -179,6 +179,31 @@ def ray_rss_bytes() -> int:
     return total
 
 
+def cpu_seconds_by_role() -> dict[str, float]:
+    """CPU seconds (user + system) used so far by this script and each kind of process its Ray started, named by
+    role: a window's difference shows where a saturated API spends the machine's cores."""
+    import psutil
+
+    roles = {
+        "SentimentModel": "model replica",
+        "SentimentAPI": "API ingress",
+        "ProxyActor": "HTTP proxy",
+        "ServeController": "Serve controller",
+        "raylet": "raylet",
+        "gcs_server": "GCS",
+    }
+    me = psutil.Process()
+    totals = {"load-test clients (this script)": sum(me.cpu_times()[:2])}
+    for process in me.children(recursive=True):
+        try:
+            command = " ".join(process.cmdline())
+            role = next((name for key, name in roles.items() if key in command), "other Ray processes")
+            totals[role] = totals.get(role, 0.0) + sum(process.cpu_times()[:2])
+        except psutil.Error:  # ended meanwhile
+            pass
+    return totals
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind((HOST, 0))
@@ -191,6 +216,16 @@ def deploy(settings) -> None:
     from serving.api import APP_NAME, application
 
     serve.run(application(settings), name=APP_NAME, route_prefix="/")
+
+
+def model_info(port: int) -> dict:
+    """GET /v1/model: what the API serves (precision and why, backend)."""
+    connection = http.client.HTTPConnection(HOST, port, timeout=30)
+    try:
+        connection.request("GET", "/v1/model")
+        return json.loads(connection.getresponse().read())
+    finally:
+        connection.close()
 
 
 def label_counts() -> dict:
@@ -238,9 +273,15 @@ def main(args: argparse.Namespace) -> dict:
     try:
         deploy(settings)
         concurrent_clients(port, texts, 4, min(args.duration, 3.0), args.request_timeout)  # warm-up, not recorded
-        record["clients"] = [
-            concurrent_clients(port, texts, n, args.duration, args.request_timeout) for n in CLIENT_COUNTS
-        ]
+        record["clients"] = []
+        for count in CLIENT_COUNTS:
+            before_cpu = cpu_seconds_by_role()
+            record["clients"].append(concurrent_clients(port, texts, count, args.duration, args.request_timeout))
+            after_cpu = cpu_seconds_by_role()
+            record["clients"][-1]["cpu_seconds_by_role"] = {
+                role: round(after_cpu[role] - before_cpu.get(role, 0.0), 1) for role in sorted(after_cpu)
+            }
+        record["served"] = {key: model_info(port).get(key) for key in ("precision", "precision_reason", "backend")}
         predictor = load_predictor(settings.model_dir, settings.device, settings.precision)
         started = time.perf_counter()
         predictor.predict(texts, batch_size=32)
@@ -305,7 +346,9 @@ def print_summary(record: dict) -> None:
 
 if __name__ == "__main__":
     arguments = parse_args()
-    result = {"command": " ".join(sys.argv), "machine": machine(), **main(arguments)}
+    started = {"date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "load_average_at_start": list(os.getloadavg())}
+    result = {"command": " ".join(sys.argv), "machine": machine(), **started, **main(arguments)}
+    result["load_average_at_end"] = list(os.getloadavg())
     arguments.output.parent.mkdir(parents=True, exist_ok=True)
     storage.write_json(arguments.output, result)
     print_summary(result)

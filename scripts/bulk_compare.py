@@ -61,7 +61,7 @@ def differences(expected: pd.DataFrame, got: pd.DataFrame) -> dict:
     if not found["same_columns"] or len(expected) != len(got):
         return {**found, "identical": False, "columns": [list(expected.columns), list(got.columns)]}
     for column in ("text", "predicted_label", "error"):
-        found[f"{column}_mismatches"] = int((got[column].fillna("") != expected[column]).sum())
+        found[f"{column}_mismatches"] = int((got[column].fillna("") != expected[column].fillna("")).sum())
     numbers = [column for column in expected.columns if column == "confidence" or column.startswith("p_")]
     gaps = [(got[c] - pd.to_numeric(expected[c], errors="coerce")).abs().max() for c in numbers]
     found["max_probability_difference"] = float(max(gap for gap in gaps if gap == gap) if gaps else 0.0)
@@ -76,7 +76,9 @@ def main(args: argparse.Namespace) -> dict:
     reviews = pd.read_parquet(args.data / "train.parquet", columns=["text", "label"])
     reviews = reviews.sample(args.reviews, random_state=0).reset_index(drop=True)
     with tempfile.TemporaryDirectory(prefix="bulk_compare_") as work:
-        source, reference, scored = Path(work) / "reviews.csv", Path(work) / "predict.csv", Path(work) / "scored"
+        # The reference as JSON lines: a CSV output quotes cells that start with =, +, - or @ against spreadsheet
+        # formulas (training.readers.spreadsheet_safe), and Parquet has no such cells to guard.
+        source, reference, scored = Path(work) / "reviews.csv", Path(work) / "predict.jsonl", Path(work) / "scored"
         reviews.to_csv(source, index=False)
         model = ["--model", str(args.model.resolve()), "--precision", "fp32"]
         predict_s, _ = timed(
@@ -89,9 +91,7 @@ def main(args: argparse.Namespace) -> dict:
             args.timeout,
         )
         summary = json.loads(stdout.strip().splitlines()[-1])
-        expected = pd.read_csv(
-            reference, keep_default_na=False, dtype={"text": str, "predicted_label": str, "error": str}
-        )
+        expected = pd.read_json(reference, lines=True, dtype={"text": str, "predicted_label": str, "error": str})
         found = differences(expected, pd.read_parquet(scored / "reviews.parquet"))
     return {
         "reviews": args.reviews,
@@ -111,7 +111,17 @@ def main(args: argparse.Namespace) -> dict:
 
 if __name__ == "__main__":
     arguments = parse_args()
-    record = {"command": " ".join(sys.argv), "cpus": os.cpu_count(), **main(arguments)}
+    from benchmarks.machine import describe_machine
+
+    record = {
+        "command": " ".join(sys.argv),
+        "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "machine": describe_machine(),
+        "cpus": os.cpu_count(),
+        "load_average_at_start": list(os.getloadavg()),
+        **main(arguments),
+        "load_average_at_end": list(os.getloadavg()),
+    }
     arguments.output.parent.mkdir(parents=True, exist_ok=True)
     storage.write_json(arguments.output, record)
     print(json.dumps(record, indent=2))

@@ -38,7 +38,8 @@ Streamlit keeps a closed session for server.disconnectedSessionTTL seconds (120 
 comes within the run: it waits --settle seconds after each round, then opens one more session, which
 makes Streamlit drop the expired ones, and reads the RSS. The peak during each round is reported too
 (20 reviews in flight need working memory). Prints a summary and writes every figure to
-results/load_test.json. Bounded: at most 50 sessions, 20 predictions each, 10 rounds, and
+results/load_test.json (--output), with the precision the app served and why (its sidebar's line: 'auto'
+resolves per machine, bf16 on a CPU with AMX) and the load average at the start and the end. Bounded: at most 50 sessions, 20 predictions each, 10 rounds, and
 --time-limit seconds in all.
 """
 
@@ -48,6 +49,7 @@ import argparse
 import asyncio
 import os
 import platform
+import re
 import sys
 import threading
 import time
@@ -63,6 +65,8 @@ from webapp.harness import HEALTH_PATH, HOST, health_check, start_app
 LIMITS = {"sessions": 50, "predictions": 20, "rounds": 10}
 RESULT_LABELS = ("POSITIVE", "NEGATIVE", "UNCERTAIN")
 READY_PATH = "/api/ready"  # the app's readiness check (app.py): 200 once the model answers
+# The sidebar's line on the loaded model (webapp.render.model_facts): "- **Precision:** bf16 (auto: …)".
+PRECISION_LINE = re.compile(r"\*\*Precision:\*\* (\S+) \((.*)\)$", re.MULTILINE)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -201,6 +205,7 @@ class Session:
         self.session_id: str | None = None
         self.uploaded = None  # UploadedFileInfo of the file in the uploader, sent with every rerun
         self.exceptions: list[str] = []  # exception elements seen (a traceback reached the page)
+        self.precision: dict | None = None  # the precision the page says the model runs in, and why
 
     async def __aenter__(self) -> Session:
         import websockets
@@ -268,6 +273,8 @@ class Session:
                 self.upload_id = element.file_uploader.id
             elif kind == "button":
                 self.buttons[element.button.label] = element.button.id
+            elif kind == "markdown" and (line := PRECISION_LINE.search(element.markdown.body)):
+                self.precision = {"precision": line[1], "reason": line[2]}
 
     def button(self, starts_with: str) -> str | None:
         return next((id_ for label, id_ in self.buttons.items() if label.startswith(starts_with)), None)
@@ -616,6 +623,7 @@ def play_rounds(args, deadline: float, port: int, process: psutil.Process, monit
 
 def main(args: argparse.Namespace) -> dict:
     deadline = time.monotonic() + args.time_limit
+    load_at_start = os.getloadavg()
     reviews = reviews_to_send(args)
     server = start_app(server_env(args), args=["--server.disconnectedSessionTTL", str(args.session_ttl)])
     port = server.port
@@ -624,7 +632,7 @@ def main(args: argparse.Namespace) -> dict:
         server.wait_until_healthy(timeout_s=120)
         healthy_s = server.elapsed_s()
         wait_until_ready(port, timeout_s=300)  # the model loads as the server starts; /api/ready says when it answers
-        first_page_s = asyncio.run(asyncio.wait_for(first_page(port), timeout=300))
+        first_page_s, served = asyncio.run(asyncio.wait_for(first_page(port), timeout=300))
         rss_ready = rss_bytes(process)
 
         def play(round_index: int, time_left: float) -> dict:
@@ -655,7 +663,9 @@ def main(args: argparse.Namespace) -> dict:
     growth = memory_trend([r["rss_mb_settled"] for r in rounds])
     report = {
         "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
-        "machine": machine(),
+        "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "machine": machine(load_at_start),
+        "served": served,
         "settings": {
             "sessions": args.sessions,
             "predictions_per_session": args.predictions,
@@ -763,6 +773,7 @@ def main_mixed(args: argparse.Namespace) -> dict:
     import tempfile
 
     deadline = time.monotonic() + args.time_limit
+    load_at_start = os.getloadavg()
     per_session = args.predictions + args.upload_rows
     texts = reviews_to_send(args, args.sessions * per_session * args.rounds + per_session)
     log_dir = Path(tempfile.mkdtemp(prefix="load_test_logs_"))
@@ -791,6 +802,7 @@ def main_mixed(args: argparse.Namespace) -> dict:
         healthy_s = server.elapsed_s()
         ready_s = healthy_s + wait_until_ready(port, timeout_s=300)
         rss_ready = rss_bytes(process)
+        _, served = asyncio.run(asyncio.wait_for(first_page(port), timeout=120))
         # Warm-up: one mixed session alone. The first explanation loads a full-precision copy of the model,
         # kept for the next ones; "before" is the server's memory once everything a visitor can use is loaded.
         warm_up = asyncio.run(asyncio.wait_for(mixed_session(port, *session_plan(0), 0), timeout=600))
@@ -832,7 +844,9 @@ def main_mixed(args: argparse.Namespace) -> dict:
     rss_after = rounds[-1]["rss_mb_settled"] * 2**20
     report = {
         "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
-        "machine": machine(),
+        "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "machine": machine(load_at_start),
+        "served": served,
         "settings": {
             "mixed_sessions_per_round": args.sessions,
             "hostile_sessions_per_round": hostile,
@@ -891,11 +905,13 @@ def main_mixed(args: argparse.Namespace) -> dict:
     return report
 
 
-def machine() -> dict:
+def machine(load_at_start: tuple[float, float, float]) -> dict:
+    """The machine and how busy it was: the 1, 5 and 15 minute load averages at the start and the end."""
     return {
         "cpu": _cpu_name(),
         "cores": os.cpu_count(),
         "platform": platform.platform(),
+        "load_average_at_start": [round(value, 2) for value in load_at_start],
         "load_average_at_end": [round(value, 2) for value in os.getloadavg()],
     }
 
@@ -910,14 +926,15 @@ def settled(process: psutil.Process, port: int, seconds: float) -> int:
     return rss_bytes(process)
 
 
-async def first_page(port: int) -> float:
+async def first_page(port: int) -> tuple[float, dict | None]:
     """Seconds until a session's page says the model is ready (it loads in the background, once per server;
-    the page is drawn at once and polls meanwhile, so a fresh session is opened until it shows "Running on")."""
+    the page is drawn at once and polls meanwhile, so a fresh session is opened until it shows "Running on"),
+    and the precision that page says the model runs in."""
     started = time.perf_counter()
     while True:
         async with Session(port) as session:
             if await session.open_page():
-                return time.perf_counter() - started
+                return time.perf_counter() - started, session.precision
         await asyncio.sleep(0.5)
 
 
@@ -945,7 +962,8 @@ def summary_mixed(args: argparse.Namespace, report: dict) -> str:
     return (
         f"{args.sessions} mixed + {len(report['settings']['hostile_sessions_per_round'])} hostile sessions x "
         f"{args.rounds} rounds on {report['machine']['cpu']} ({report['machine']['cores']} cores, load "
-        f"{report['machine']['load_average_at_end']}): {requests['sent']} requests, {requests['answered']} answered, "
+        f"{report['machine']['load_average_at_start']} to {report['machine']['load_average_at_end']}), served in "
+        f"{served_precision(report)}: {requests['sent']} requests, {requests['answered']} answered, "
         f"{requests['refused_with_message']} refused with a message, {requests['errors']} errors (answered/refused/"
         f"errors: {kinds}); tracebacks: {traces['on_pages']} on pages, {traces['in_server_output']} in the server's "
         f"output, {len(traces['app_log_files'])} log files; health {checks['ok']}/{checks['total']} ok (p50 "
@@ -954,6 +972,11 @@ def summary_mixed(args: argparse.Namespace, report: dict) -> str:
         f"after {memory['rss_mb_after']} MB ({memory['after_vs_before']:+.1%}). "
         f"{'PASSED' if report['passed'] else 'FAILED'}. Figures: {args.output}"
     )
+
+
+def served_precision(report: dict) -> str:
+    served = report["served"]
+    return "an unknown precision (the page did not say)" if served is None else served["precision"]
 
 
 def cli(argv: list[str] | None = None) -> int:
@@ -970,7 +993,9 @@ def cli(argv: list[str] | None = None) -> int:
     predictions, checks, memory = report["predictions"], report["health_checks"], report["memory"]
     print(
         f"{args.sessions} sessions x {args.predictions} predictions x {args.rounds} rounds on {report['machine']['cpu']} "
-        f"({report['machine']['cores']} cores): {predictions['answered']}/{predictions['sent']} predictions answered, "
+        f"({report['machine']['cores']} cores, load {report['machine']['load_average_at_start']} to "
+        f"{report['machine']['load_average_at_end']}), served in {served_precision(report)}: "
+        f"{predictions['answered']}/{predictions['sent']} predictions answered, "
         f"{predictions['errors']} errors; health {checks['ok']}/{checks['total']} ok (p95 {checks['latency_ms_p95']} ms); "
         f"RSS ready {memory['rss_mb_ready']} MB, peak per round {memory['rss_mb_peak_of_each_round']} MB, settled after "
         f"each round {memory['rss_mb_settled_after_each_round']} MB (trend {memory['trend_over_the_run']:+.1%} over the run); "

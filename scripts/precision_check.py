@@ -41,7 +41,7 @@ import numpy as np
 import torch
 
 from benchmarks.timing import sample_reviews
-from inference.int8 import HEAD_ROLES, Int8Scheme, gate_passed, linear_role, write_int8_schemes
+from inference.int8 import HEAD_ROLES, Int8Scheme, gate_passed, linear_role, scheme_from_dict, write_int8_schemes
 from inference.predictor import Predictor
 from inference.torch_backend import TorchBackend, quantize_int8
 from training import storage
@@ -58,7 +58,7 @@ BACKENDS = ("pytorch", "onnxruntime")
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", type=Path, default=Path("trained_model"), help="Adapter folder.")
-    parser.add_argument("--data", required=True, help="The IMDb folder the adapter was trained on.")
+    parser.add_argument("--data", help="The IMDb folder the adapter was trained on (needed to measure).")
     parser.add_argument("--scan-reviews", type=int, default=500, help="Validation reviews for the scan (default: 500).")
     parser.add_argument(
         "--validation-reviews", type=int, default=None, help="Validation reviews for the verdict (default: all)."
@@ -74,7 +74,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--record", action="store_true", help="Also write the chosen schemes to the adapter's int8.json."
     )
+    parser.add_argument(
+        "--from-record",
+        type=Path,
+        default=None,
+        help="Measure nothing: write the adapter's int8.json from this record of an earlier run (its schemes and "
+        "their test check).",
+    )
     args = parser.parse_args(argv)
+    if args.data is None and args.from_record is None:
+        parser.error("--data is required to measure (or give --from-record RECORD)")
     args.backends = [name.strip() for name in args.backends.split(",") if name.strip()]
     if unknown := sorted(set(args.backends) - set(BACKENDS)):
         parser.error(f"unknown backend(s) {', '.join(unknown)}; choose from {', '.join(BACKENDS)}")
@@ -283,6 +292,10 @@ def compare_schemes(args, exact: Predictor, split, texts, reference, labels) -> 
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
+    if args.from_record is not None:
+        schemes, measured = schemes_from_record(args.from_record)
+        write_int8_schemes(args.model, schemes, {**measured, "written_from_record_by": shlex.join(sys.argv)})
+        return {backend: scheme.as_dict() for backend, scheme in schemes.items()}
     started = datetime.datetime.now().astimezone()
     settings = SentimentConfig.load(args.model).training
     split = load_training_data(
@@ -332,16 +345,30 @@ def main(argv: list[str] | None = None) -> dict:
                 "date": record["date"],
                 "cpu": " ".join(record["machine"]["cpu_features"]),
             }
-            schemes[backend] = Int8Scheme(backend, tuple(chosen["keep_fp32"]), gate=gate)
             if test is not None:
                 record[backend]["test"] = test_figures(
                     exact, builds.build(tuple(chosen["keep_fp32"])), test, args.batch_size
                 )
+            check = record[backend].get("test", {})
+            schemes[backend] = Int8Scheme(backend, tuple(chosen["keep_fp32"]), gate=gate, check=check)
     record["schemes"] = {backend: scheme.as_dict() for backend, scheme in schemes.items()}
     if args.record:
         measured = {"command": record["command"], "record": str(args.output), "date": record["date"]}
         write_int8_schemes(args.model, schemes, measured)
     return write_record(args.output, record)
+
+
+def schemes_from_record(path: Path) -> tuple[dict[str, Int8Scheme], dict]:
+    """The schemes a record of this script chose, each with its test check, and how they were measured: for
+    writing an adapter's int8.json again from a committed record (after the record format grew), without
+    measuring again."""
+    record = json.loads(path.read_text(encoding="utf-8"))
+    schemes = {}
+    for backend, entry in record["schemes"].items():
+        check = record.get(backend, {}).get("test", {})
+        schemes[backend] = scheme_from_dict({**entry, "check": check}, backend)
+    measured = {"command": record["command"], "record": str(path), "date": record["date"]}
+    return schemes, measured
 
 
 def test_sample(args):

@@ -39,6 +39,9 @@ BATCHES_PER_CALL = 4
 # Files scored in one pass through one actor pool (one model load per actor), each an open file until the pass
 # ends: enough to amortise the load over many small files, few enough for the open-file limit.
 FILES_PER_PASS = 32
+# Rows of one file in one block, the unit an actor takes: a file read as one block would keep every actor but one
+# idle, and a block still holds many batches' worth of reviews to sort by length.
+ROWS_PER_BLOCK = 512
 SOURCE_COLUMN = "__sentiment_source"  # the input file's index, carried through scoring and dropped on writing
 # Left free of scoring actors for reading, decoding and writing: actors holding every CPU starve the read tasks.
 IO_CPUS = 1.0
@@ -287,9 +290,9 @@ def score_pass(sources: list[Path], outputs: list[Path], config: BulkConfig, pla
     import ray.data
 
     datasets = [
-        read_dataset(source, config.text_column).map_batches(
-            functools.partial(tag_source, index=index), batch_format="pyarrow", batch_size=None
-        )
+        read_dataset(source, config.text_column)
+        .repartition(target_num_rows_per_block=ROWS_PER_BLOCK)  # streaming, within this file only
+        .map_batches(functools.partial(tag_source, index=index), batch_format="pyarrow", batch_size=None)
         for index, source in enumerate(sources)
     ]
     stream = datasets[0].union(*datasets[1:]) if len(datasets) > 1 else datasets[0]

@@ -70,7 +70,7 @@ class SentimentModel:
 
     async def _forward(self, texts: list[str]) -> list[Prediction]:
         # In a worker thread, so this replica's event loop keeps taking requests into the next batch meanwhile.
-        predictions = await asyncio.to_thread(self.predictor.predict, texts, self.settings.max_batch_size)
+        predictions = await asyncio.to_thread(self.predictor.predict, texts, self.settings.forward_batch_size)
         for label, count in collections.Counter(prediction.label for prediction in predictions).items():
             self.predictions.inc(count, tags={"label": label})
         return predictions

@@ -9,6 +9,8 @@ Elsewhere those tests skip, saying what is missing.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import shutil
 from pathlib import Path
@@ -23,8 +25,11 @@ SHIPPED_MODEL_DIR = DEFAULT_MODEL_DIR
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach for the hub
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-# 'auto' precision is bf16 on a CPU with AMX and fp32 elsewhere: the tests pin fp32 (here and in every command
-# they start) so they behave alike on every machine; tests of the bf16 path ask for it or mock the hardware.
+# 'auto' precision is bf16 on a CPU with AMX; without AMX it is int8 on an x86 CPU with AVX2 or VNNI for a model
+# whose int8 scheme passed its gate (the shipped adapter's int8.json), fp32 otherwise. The tests keep 'auto' off
+# bf16 (here and in every command they start) so most behave alike on every machine: under this switch the tiny
+# adapter (no int8 gate) runs fp32, the shipped adapter int8 on an AVX2/VNNI CPU. Tests of one precision ask
+# for it or mock the hardware; the tests marked default_precision lift the switch (real_default_precision).
 os.environ["SENTIMENT_CPU_BF16"] = "0"
 
 
@@ -43,6 +48,46 @@ def require_imdb() -> Path:
     if not (IMDB_DIR / "train.parquet").exists():
         missing(f"IMDb parquet files not found in {IMDB_DIR}; set IMDB_DATA_DIR")
     return IMDB_DIR
+
+
+@contextlib.contextmanager
+def real_default_precision():
+    """Inside: the environment a user has, without the precision switches these tests set, so 'auto' resolves
+    as it does for them on this machine (bf16 on an AMX CPU). Only loading reads it: a Predictor loaded inside
+    keeps its precision after."""
+    from training.device import CPU_BF16_SWITCH, CPU_INT8_SWITCH, _proc_cpuinfo
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.delenv(CPU_BF16_SWITCH, raising=False)
+        patch.delenv(CPU_INT8_SWITCH, raising=False)
+        _proc_cpuinfo.cache_clear()  # read afresh: nothing a test cached decides the machine's answer
+        yield
+
+
+def expected_default_precision(model_dir: Path, device_type: str = "cpu") -> str:
+    """What 'auto' must serve `model_dir` in on this machine, from the hardware's answers (the CPU's flags as
+    training.device.cpu_features reads them) and the model's own int8 record, not from inference.predictor's
+    choice. On the CPU: bf16 with AMX; int8 with AVX2, VNNI or AMX int8 when the PyTorch int8 scheme recorded
+    beside the adapter passed its gate and held on its test check; else fp32. On a CUDA GPU: bf16 where it
+    computes bf16."""
+    from training.device import cpu_features
+
+    if device_type == "cuda":
+        import torch
+
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    if device_type != "cpu":
+        return "fp32"
+    features = cpu_features()
+    if {"amx_tile", "amx_bf16"} <= features:
+        return "bf16"
+    record = model_dir / "int8.json"
+    scheme = json.loads(record.read_text())["schemes"].get("pytorch", {}) if record.is_file() else {}
+    # Served by 'auto' only when it passed its gate and did not fail its test check (held: true, or not checked).
+    gated = scheme.get("passed") is True and scheme.get("held") is not False
+    if gated and features & {"avx2", "avx_vnni", "avx512_vnni", "amx_int8"}:
+        return "int8"
+    return "fp32"
 
 
 @pytest.fixture(scope="session")
@@ -105,8 +150,8 @@ def tiny_adapter(tmp_path_factory, tiny_distilbert, small_imdb) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_predictor(tiny_adapter):
-    """The tiny adapter loaded as the app loads one (calibrated), in exact fp32: the default precision is bf16
-    on a CPU with AMX, fp32 elsewhere, and the tests must not depend on the machine CI lands on.
+    """The tiny adapter loaded as the app loads one (calibrated), but in exact fp32: the default precision
+    depends on the CPU, and these tests must not (tests marked default_precision run the default).
     Shared read-only: the Predictor is built to be shared (the app shares one between sessions)."""
     from inference.predictor import Predictor
 

@@ -124,6 +124,26 @@ def test_auto_is_bf16_with_amx_gated_int8_with_avx2_or_vnni_and_fp32_otherwise(c
         choose_precision("fp16", "cpu")
 
 
+def test_a_scheme_that_passed_its_gate_but_failed_the_test_check_is_served_only_when_asked_for(
+    tiny_adapter, tmp_path, cpu
+):
+    failed_check = {"reviews": 1000, "labels_changed": 7, "accuracy_change_points": -0.3}
+    held_check = {"reviews": 1000, "labels_changed": 2, "accuracy_change_points": 0.0}
+    cpu(AVX2_LAPTOP)
+    scheme = Int8Scheme("pytorch", gate=PASSED, check=failed_check)
+    assert (scheme.passed, scheme.held, Int8Scheme("pytorch", gate=PASSED).held) == (True, False, None)
+    precision, why = choose_precision("auto", "cpu", scheme=scheme)
+    assert precision == "fp32" and "7 of 1,000 test labels changed, accuracy -0.30 points: failed" in why
+    assert choose_precision("auto", "cpu", scheme=Int8Scheme("pytorch", gate=PASSED, check=held_check))[0] == "int8"
+    assert choose_precision("int8", "cpu", scheme=scheme)[0] == "int8"
+    # The check travels in int8.json and is read back, recomputed from its figures.
+    folder = tmp_path / "checked"
+    shutil.copytree(tiny_adapter, folder)
+    write_int8_schemes(folder, {"pytorch": scheme}, {"by": "a test"})
+    assert read_int8_schemes(folder)["pytorch"].held is False
+    assert Predictor.from_pretrained(folder, device="cpu").precision == "fp32"
+
+
 def test_a_gated_adapter_loads_in_int8_by_default_and_keeps_its_sensitive_layers_exact(
     tiny_adapter, tmp_path, cpu, monkeypatch
 ):

@@ -152,7 +152,8 @@ def test_smoke_run_measures_every_part_and_writes_a_complete_report(tiny_adapter
     assert gpu_inference["predictor"]["reviews_per_s"] > 0 and gpu_inference["reviews"] == 20
 
     assert {target["part"] for target in report["targets"]} >= {"inference", "gpu-train", "gpu-inference"}
-    assert all(target["met"] in (True, False, None) for target in report["targets"])
+    # A smoke run's figures come from a tiny random model: no target is judged on them, and each says why.
+    assert all(target["met"] is None and "smoke run" in target["note"] for target in report["targets"])
     printed = capsys.readouterr().out
     assert "| part | measure | this project | baseline | ratio |" in printed and str(output) in printed
     assert "| cpu-train | training samples/s at 64 tokens" in printed

@@ -16,7 +16,6 @@ from training.cpu_training import (
     keep_mask,
     use_cheap_dropout,
 )
-from training.device import bf16_is_fast
 from training.model import LoraSettings, build_classifier
 
 
@@ -99,10 +98,6 @@ def test_the_model_keeps_every_dropout_rate_and_predicts_exactly_as_before_outsi
     assert lora_grads and all(g is not None and torch.isfinite(g).all() for g in lora_grads)
 
 
-def test_bf16_is_fast_answers_a_plain_bool():
-    assert bf16_is_fast() in (True, False)
-
-
 @pytest.mark.parametrize("precision", ["bf16", "fp32"])
 def test_train_py_on_the_cpu_trains_with_cheap_dropout_in_bf16_or_fp32(
     tiny_distilbert, small_imdb, tmp_path, monkeypatch, precision
@@ -116,10 +111,13 @@ def test_train_py_on_the_cpu_trains_with_cheap_dropout_in_bf16_or_fp32(
     monkeypatch.setattr(train, "use_cheap_dropout", lambda model: swapped.append(use_cheap_dropout(model)))
     summary = train.main(tiny_train_config(tiny_distilbert, small_imdb, tmp_path, max_steps=6, precision=precision))
     assert summary["precision"] == precision and swapped and swapped[0] > 0
-    assert summary["validation"]["accuracy"] > 0.4 and np.isfinite(summary["validation"]["log_loss"])
+    assert np.isfinite(summary["validation"]["log_loss"])
     # bf16 is autocast: the trained weights the adapter keeps are fp32 either way
     weights = load_file(tmp_path / "adapter" / "adapter_model.safetensors")
     assert {tensor.dtype for tensor in weights.values()} == {torch.float32}
+    # It trained: LoRA's B matrices start at zero, so each one the optimizer reached is now non-zero and finite.
+    lora_b = {name: tensor for name, tensor in weights.items() if "lora_B" in name}
+    assert lora_b and all(torch.isfinite(b).all() and b.abs().max() > 0 for b in lora_b.values()), sorted(lora_b)
 
 
 def test_torch_dropout_keeps_pytorchs_dropout_and_attention(tiny_distilbert, small_imdb, tmp_path, monkeypatch):

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import datetime
 import json
+import shlex
 
 import numpy as np
 import pandas as pd
@@ -21,16 +23,14 @@ def test_report_plots_and_recorded_metrics(tiny_adapter, small_imdb, tmp_path, t
     adapter = tmp_path / "adapter"
     shutil.copytree(tiny_adapter, adapter)
     out = tmp_path / "evaluation"
-    report = main(
-        parse_args(
-            ["--model", str(adapter), "--data", str(small_imdb), "--limit", "60", "--output-dir", str(out), "--record"]
-        )
-    )
+    arguments = ["--model", str(adapter), "--data", str(small_imdb), "--limit", "60", "--output-dir", str(out)]
+    report = main(parse_args([*arguments, "--record"]))
     metrics = report["metrics"]
     assert report["data"]["num_examples"] == 60
     # The same 60 reviews scored apart: the Predictor as a user loads it, scikit-learn's metrics.
     sample = stratified_subset(pd.read_parquet(small_imdb / "test.parquet"), 60, seed=0)
-    probabilities = Predictor.from_pretrained(adapter, device="cpu").predict_proba(sample["text"].tolist())
+    reference = Predictor.from_pretrained(adapter, device="cpu")
+    probabilities = reference.predict_proba(sample["text"].tolist())
     labels, predicted = sample["label"].to_numpy(), probabilities.argmax(axis=1)
     assert metrics["accuracy"] == pytest.approx(sk.accuracy_score(labels, predicted))
     assert metrics["precision"] == pytest.approx(sk.precision_score(labels, predicted, zero_division=0))
@@ -45,6 +45,19 @@ def test_report_plots_and_recorded_metrics(tiny_adapter, small_imdb, tmp_path, t
         assert (out / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     recorded = json.loads((adapter / "metrics.json").read_text())
     assert recorded["test"]["accuracy"] == metrics["accuracy"] and "validation" in recorded
+    # The record says how its figures were made and where: the temperature and precision, the raw softmax's
+    # calibration beside the served one's, the command word for word, when and on what.
+    test = recorded["test"]
+    assert (test["temperature"], test["numeric_precision"]) == (reference.temperature, reference.precision)
+    raw = report["calibration"]["uncalibrated"]
+    assert test["uncalibrated"] == {key: raw[key] for key in ("temperature", "expected_calibration_error", "log_loss")}
+    assert test["run"]["command"] == shlex.join(["python", "evaluation/evaluate.py", *arguments, "--record"])
+    assert datetime.datetime.fromisoformat(test["run"]["date"]).tzinfo is not None
+    assert test["run"]["machine"].startswith(("CPU: ", "GPU: ")) and test["run"] == report["run"]
+    card = (adapter / "README.md").read_text()
+    assert "| test | 60 | " in card and card.split("| test | 60 | ")[1].split("\n")[0].endswith(
+        f"| {test['temperature']:.3f} | {reference.precision} |"
+    )
 
 
 def test_calibration_is_reported_before_and_after_with_the_same_labels(tiny_adapter, small_imdb, tmp_path, capsys):
@@ -61,6 +74,7 @@ def test_calibration_is_reported_before_and_after_with_the_same_labels(tiny_adap
     report = json.loads((out / "report.json").read_text())
     before, after = report["calibration"]["uncalibrated"], report["calibration"]["calibrated"]
     assert (before["temperature"], after["temperature"], report["model"]["temperature"]) == (1.0, 0.5, 0.5)
+    assert report["metrics"]["temperature"] == 0.5  # the headline figures are the scaled ones, and say so
     # One scalar temperature never changes a predicted label: accuracy is the same on both sides.
     assert before["accuracy"] == after["accuracy"] == report["metrics"]["accuracy"]
     assert after["expected_calibration_error"] == report["metrics"]["expected_calibration_error"]
@@ -117,4 +131,5 @@ def test_precision_is_chosen_on_the_command_line_and_recorded_in_the_report(tiny
         assert cli([*arguments, "--precision", precision]) == 0
         reports[precision] = json.loads((out / "report.json").read_text())
     assert (reports["bf16"]["model"]["precision"], reports["fp32"]["model"]["precision"]) == ("bf16", "fp32")
+    assert [reports[name]["metrics"]["numeric_precision"] for name in ("bf16", "fp32")] == ["bf16", "fp32"]
     assert reports["bf16"]["metrics"]["num_examples"] == reports["fp32"]["metrics"]["num_examples"] == 40

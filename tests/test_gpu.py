@@ -48,7 +48,8 @@ def sample_texts(imdb_dir) -> tuple[list[str], np.ndarray]:
 def cpu_predictor():
     from inference.predictor import Predictor
 
-    return Predictor.from_pretrained(SHIPPED, device="cpu")
+    # The exact reference, whatever 'auto' serves on this CPU.
+    return Predictor.from_pretrained(SHIPPED, device="cpu", precision="fp32")
 
 
 @pytest.fixture(scope="module")

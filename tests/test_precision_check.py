@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import shutil
 
+import numpy as np
 import pytest
 
 from inference.int8 import HEAD_ROLES, LAYER_ROLES, read_int8_schemes
@@ -32,8 +33,12 @@ def test_the_scan_covers_every_encoder_matrix_of_both_backends(gated_adapter):
         rows = record[backend]["scan"]
         assert sorted(row["role"] for row in rows) == sorted(expected), backend
         for row in rows:
-            assert row["reviews"] == 16 and 0 <= row["labels_changed"] <= 16
-            assert row["mean_kl"] >= 0 and row["max_abs_logit_change"] >= 0 and row["reviews_per_s"] > 0
+            assert row["reviews"] == 16 and row["reviews_per_s"] > 0
+            # Each row quantized its one matrix: the probabilities moved (an fp32 build leaves them exactly as they
+            # were). Only just: the tiny model's outputs barely depend on its input, so the divergence is about 1e-14
+            # and the logit change rounds to 0 at the 4 decimals recorded.
+            assert row["mean_kl"] > 0, (backend, row)
+            consistent_with_fp32(row)
 
 
 def test_the_chosen_scheme_is_verified_on_the_validation_reviews_and_recorded_in_the_adapter(gated_adapter):
@@ -52,7 +57,35 @@ def test_the_chosen_scheme_is_verified_on_the_validation_reviews_and_recorded_in
             len(a["keep_fp32"]) <= len(b["keep_fp32"]) for a, b in zip(steps, steps[1:])
         )
         assert chosen["test"]["reviews"] == 12 and "test" in chosen["test"]["sample"].lower()
-    assert record["validation"]["reviews"] == 30 and record["fp32"]["accuracy"] >= 0
+        for step in steps:
+            consistent_with_fp32(step)
+        # The verdict compares with fp32 on all the validation reviews, those record["fp32"] was measured on.
+        assert chosen["validation"]["fp32_accuracy"] == record["fp32"]["accuracy"]
+    assert record["validation"]["reviews"] == 30
+
+
+def consistent_with_fp32(row: dict) -> None:
+    """A row's accuracy can differ from fp32's only through the labels it changed, and its change in points says so
+    (both accuracies are rounded to 4 decimals)."""
+    assert abs(row["accuracy"] - row["fp32_accuracy"]) * row["reviews"] <= row["labels_changed"] + 1e-4 * row["reviews"]
+    assert row["accuracy_change_points"] == pytest.approx(100 * (row["accuracy"] - row["fp32_accuracy"]), abs=0.02)
+
+
+def test_agreement_on_known_logits():
+    from scipy.stats import entropy
+
+    from training.metrics import softmax
+
+    reference = np.array([[2.0, 0.0], [0.0, 1.0], [1.0, 0.0], [0.0, 3.0]])  # fp32: labels 0, 1, 0, 1
+    logits = np.array([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0], [0.0, 3.5]])  # labels 0, 0, 1, 1: two changed
+    labels = np.array([0, 0, 0, 1])  # fp32 right on 3, the approximation on 3 as well
+    result = precision_check.agreement(logits, reference, labels)
+    assert result["reviews"] == 4 and result["labels_changed"] == 2
+    assert (result["accuracy"], result["fp32_accuracy"], result["accuracy_change_points"]) == (0.75, 0.75, 0.0)
+    kl = entropy(softmax(reference), softmax(logits), axis=1)  # KL(fp32 || approximation), per review
+    assert result["mean_kl"] == pytest.approx(kl.mean(), rel=5e-3)  # recorded to 3 significant digits
+    assert result["max_abs_logit_change"] == 1.0
+    assert not result["passed"]  # half the labels changed
 
 
 def test_the_sensitivity_order_puts_the_largest_divergence_first_then_changed_labels():
@@ -78,7 +111,10 @@ def test_whole_schemes_still_compare_against_fp32(tiny_adapter, small_imdb, tmp_
         ]
     )
     assert [row["scheme"] for row in record["schemes"]] == ["bf16", "dynamic", "static_minmax"]
-    assert all(0 <= row["labels_changed"] <= 12 and 0 <= row["accuracy"] <= 1 for row in record["schemes"])
+    for row in record["schemes"]:  # every scheme approximates fp32 on the same 12 reviews (the scan set: all 12)
+        assert row["reviews"] == 12 and row["fp32_accuracy"] == record["fp32"]["accuracy"]
+        assert row["mean_kl"] > 0, row
+        consistent_with_fp32(row)
     assert not (tiny_adapter / "int8.json").exists()  # comparing records nothing in the adapter
 
 

@@ -14,6 +14,7 @@ import pytest
 from inference.predict import cli
 from inference.predictor import Predictor
 from inference.torch_backend import TorchBackend
+from tests.conftest import SHIPPED_MODEL_DIR
 from training.errors import DataError, ModelLoadError
 from training.paths import PROJECT_ROOT
 from training.readers import read_table
@@ -230,9 +231,28 @@ def test_the_cpu_default_is_bf16_with_amx_and_fp32_without_and_int8_is_selectabl
         return any(".quantized." in type(module).__module__ for module in model.modules())
 
     assert quantized(fast.model) and not quantized(exact.model)
-    texts = ["A superb, moving film.", "Dreadful, dull and far too long."]
-    for approximate in (fast, half):
-        assert np.abs(approximate.predict_proba(texts) - exact.predict_proba(texts)).max() < 0.05
+    # How close each approximation stays is measured on the shipped adapter: the tiny one's outputs hardly move
+    # from review to review (margins within 1e-4 of each other, probabilities all 0.5), so a tolerance on them
+    # lets anything pass, a constant 0.5 too. The shipped margins, logit(POSITIVE) - logit(NEGATIVE), span several
+    # logits: int8 and bf16 must follow them to within a tenth of that spread.
+    texts = [
+        "A superb, moving film.",
+        "Dreadful, dull and far too long.",
+        "The plot was thin but the actors were wonderful.",
+        "I walked out after twenty minutes.",
+        "A masterpiece. See it twice.",
+        "Badly written and badly shot.",
+    ]
+    shipped = {
+        precision: Predictor.from_pretrained(SHIPPED_MODEL_DIR, device="cpu", precision=precision)
+        for precision in ("fp32", "int8", "bf16")
+    }
+    margin = np.diff(shipped["fp32"].predict_logits(texts), axis=1)[:, 0]
+    spread = np.ptp(margin)
+    assert spread > 4, margin
+    for precision in ("int8", "bf16"):
+        error = np.abs(np.diff(shipped[precision].predict_logits(texts), axis=1)[:, 0] - margin).max()
+        assert error < 0.1 * spread, (precision, error, spread)
 
 
 def test_the_environment_switch_keeps_every_cpu_on_fp32(monkeypatch):

@@ -46,6 +46,24 @@ def test_training_writes_a_complete_self_describing_adapter(tiny_adapter, tiny_d
     assert validation["roc_auc"] == pytest.approx(recomputed["roc_auc"], abs=1e-4)
 
 
+def test_the_validation_block_says_how_it_was_scored_and_which_epoch_it_kept(tiny_adapter):
+    from training.device import bf16_is_fast
+
+    validation = json.loads((tiny_adapter / "metrics.json").read_text())["validation"]
+    # The Trainer's own pass over validation: the raw softmax, in the precision 'auto' trains in here.
+    assert validation["temperature"] == 1.0
+    assert validation["numeric_precision"] == ("bf16" if torch.cuda.is_available() or bf16_is_fast() else "fp32")
+    # The checkpoint kept is the first with the best validation accuracy, as the Trainer's own log has it.
+    (state,) = [
+        json.loads(path.read_text())
+        for path in (tiny_adapter.parent / "results").glob("checkpoint-*/trainer_state.json")
+        if json.loads(path.read_text())["global_step"] == 12
+    ]
+    evaluations = [entry for entry in state["log_history"] if "eval_accuracy" in entry]
+    assert len(evaluations) == 2  # at steps 6 and 12
+    assert validation["best_epoch"] == max(evaluations, key=lambda entry: entry["eval_accuracy"])["epoch"]
+
+
 def test_head_is_saved_and_logits_reload_exactly(tiny_distilbert, tmp_path):
     torch.manual_seed(1)
     classifier = build_classifier(str(tiny_distilbert), LoraSettings(rank=4, alpha=8, targets="all-linear"))
@@ -215,7 +233,8 @@ def test_the_published_adapter_is_the_checkpoint_best_on_validation_accuracy(
         return {**metrics, "accuracy": staged_accuracies.pop(0)} if staged_accuracies else metrics
 
     monkeypatch.setattr(train, "compute_metrics", staged)
-    config = tiny_train_config(tiny_distilbert, small_imdb, tmp_path, max_steps=6, eval_steps=3)
+    # In bf16 (autocast on the CPU), so the record's precision is not the tests' fp32 default.
+    config = tiny_train_config(tiny_distilbert, small_imdb, tmp_path, max_steps=6, eval_steps=3, precision="bf16")
     main(config)
     assert not staged_accuracies  # both checkpoints were judged by the staged figures
     results, published = Path(config.results_dir), load_file(Path(config.output_dir) / "adapter_model.safetensors")
@@ -225,6 +244,12 @@ def test_the_published_adapter_is_the_checkpoint_best_on_validation_accuracy(
         return weights.keys() == published.keys() and all(torch.equal(weights[k], published[k]) for k in published)
 
     assert same(checkpoints[3]) and not same(checkpoints[6])
+    # Its record names the epoch of the checkpoint kept, not the one where training stopped.
+    history = json.loads((results / "checkpoint-6" / "trainer_state.json").read_text())["log_history"]
+    (kept,) = [entry["epoch"] for entry in history if entry.get("step") == 3 and "eval_accuracy" in entry]
+    validation = json.loads((Path(config.output_dir) / "metrics.json").read_text())["validation"]
+    assert validation["best_epoch"] == kept < validation["epoch"]
+    assert (validation["numeric_precision"], validation["temperature"]) == ("bf16", 1.0)
 
     # Training read its data from the training split only: the test split beside it was never opened.
     assert any(path.endswith("train.parquet") for path in opened_tables)  # the spy saw the reads

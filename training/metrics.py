@@ -20,9 +20,11 @@ TEMPERATURE_BOUNDS = (0.05, 20.0)
 # What calibration_record fits within: a temperature outside it says the validation split is too small or
 # too odd to trust (a quick run's 64 reviews gave T = 0.055, logits times 18, and a worse calibration error).
 FITTED_TEMPERATURE_BOUNDS = (0.5, 5.0)
-# The fewest validation reviews calibration_record fits a temperature on: it fits on one half and checks
-# the calibration error on the other, and with under 100 reviews a side a 15-bin ECE is mostly noise.
+# The fewest validation reviews calibration_record fits a temperature on: its held-out check pools one
+# 15-bin ECE over every review, and on fewer than 200 that is mostly noise.
 MIN_CALIBRATION_EXAMPLES = 200
+# The held-out check is cross-fitted: each fold is scaled by a temperature fitted on the other folds.
+CALIBRATION_FOLDS = 5
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -200,50 +202,69 @@ def top_label_ece(logits: np.ndarray, labels: np.ndarray, temperature: float = 1
 
 
 def calibration_record(logits: np.ndarray, labels: np.ndarray, split: str = "validation split", seed: int = 0) -> dict:
-    """Fit the temperature only where it cannot hurt, and describe the fit: what calibration.json holds.
+    """Fit the temperature, keep it only if it helped reviews it was not fitted on, and describe the fit:
+    what calibration.json holds.
 
-    A temperature is kept only when the split has at least MIN_CALIBRATION_EXAMPLES reviews, and one
-    fitted on a random half (within FITTED_TEMPERATURE_BOUNDS) lowers the calibration error of the other
-    half; it is then refitted on the whole split. Otherwise T = 1, and `reason` says why.
+    With at least MIN_CALIBRATION_EXAMPLES reviews, the split is cut into CALIBRATION_FOLDS random folds
+    and each fold is scaled by a temperature fitted (within FITTED_TEMPERATURE_BOUNDS) on the others, so
+    every review gets a T that never saw it. The temperature refitted on the whole split is kept only if
+    those held-out probabilities have both a lower log loss and a lower calibration error than T = 1 on
+    the same reviews (a paired comparison); otherwise T = 1, and `reason` says why.
+
+    `ece_before` and `nll_before` are T = 1's on the whole split. `ece_after` and `nll_after` are those
+    of what was kept: the cross-fitted, held-out figures for a kept T (not the in-sample ones, which the
+    fit itself lowers), T = 1's again otherwise; `held_out_check` has the check's own figures either way.
     """
     logits = np.asarray(logits, dtype=np.float64)
     labels = np.asarray(labels).astype(int)
     count = len(labels)
-    check, reason = None, None
+    before = {"ece": top_label_ece(logits, labels), "nll": temperature_nll(logits, labels, 1.0)}
+    after, check, reason, temperature = before, None, None, 1.0
     if count < MIN_CALIBRATION_EXAMPLES:
-        temperature = 1.0
         reason = f"kept T = 1: {count} validation reviews, fewer than the {MIN_CALIBRATION_EXAMPLES} a fit needs"
     else:
-        order = np.random.default_rng(seed).permutation(count)
-        fit_half, check_half = order[: count // 2], order[count // 2 :]
-        trial = fit_temperature(logits[fit_half], labels[fit_half], FITTED_TEMPERATURE_BOUNDS)
-        check = {
-            "fitted_on": f"a random half, n={len(fit_half)}",
-            "temperature": trial,
-            "held_out": f"the other half, n={len(check_half)}",
-            "ece_before": top_label_ece(logits[check_half], labels[check_half]),
-            "ece_after": top_label_ece(logits[check_half], labels[check_half], trial),
-        }
-        if check["ece_after"] < check["ece_before"]:
+        check = cross_fitted_check(logits, labels, seed)
+        if check["nll_after"] < check["nll_before"] and check["ece_after"] < check["ece_before"]:
             temperature = fit_temperature(logits, labels, FITTED_TEMPERATURE_BOUNDS)
+            after = {"ece": check["ece_after"], "nll": check["nll_after"]}
         else:
-            temperature = 1.0
             reason = (
-                f"kept T = 1: T = {trial:.3f} fitted on half the split did not lower the other half's calibration "
-                f"error ({check['ece_before']:.4f} -> {check['ece_after']:.4f})"
+                f"kept T = 1: temperatures fitted on {CALIBRATION_FOLDS - 1} of {CALIBRATION_FOLDS} folds did not "
+                f"lower both the held-out log loss ({check['nll_before']:.4f} -> {check['nll_after']:.4f}) and "
+                f"calibration error ({check['ece_before']:.4f} -> {check['ece_after']:.4f})"
             )
     return {
         "temperature": temperature,
         "method": "temperature scaling (Guo et al., 2017)",
         "fitted_on": f"{split}, n={count}",
-        "nll_before": temperature_nll(logits, labels, 1.0),
-        "nll_after": temperature_nll(logits, labels, temperature),
-        "ece_before": top_label_ece(logits, labels),
-        "ece_after": top_label_ece(logits, labels, temperature),
+        "nll_before": before["nll"],
+        "nll_after": after["nll"],
+        "ece_before": before["ece"],
+        "ece_after": after["ece"],
         "policy": (
             f"fitted within {FITTED_TEMPERATURE_BOUNDS[0]}-{FITTED_TEMPERATURE_BOUNDS[1]} on at least "
-            f"{MIN_CALIBRATION_EXAMPLES} reviews, kept only if it lowers a held-out half's calibration error"
+            f"{MIN_CALIBRATION_EXAMPLES} reviews, kept only if it lowers both the log loss and the calibration "
+            f"error of held-out reviews ({CALIBRATION_FOLDS}-fold cross-fitting); the 'after' figures are held-out"
         ),
         "held_out_check": check,
         "reason": reason,
+    }
+
+
+def cross_fitted_check(logits: np.ndarray, labels: np.ndarray, seed: int = 0) -> dict:
+    """Log loss and ECE of every review scaled by a temperature fitted on the other folds, against T = 1."""
+    folds = np.array_split(np.random.default_rng(seed).permutation(len(labels)), CALIBRATION_FOLDS)
+    scaled = np.empty_like(logits)  # (n, classes): each row divided by a temperature that never saw it
+    temperatures = []
+    for fold in folds:
+        rest = np.setdiff1d(np.arange(len(labels)), fold)
+        temperatures.append(fit_temperature(logits[rest], labels[rest], FITTED_TEMPERATURE_BOUNDS))
+        scaled[fold] = logits[fold] / temperatures[-1]
+    return {
+        "method": f"{CALIBRATION_FOLDS}-fold cross-fitting, n={len(labels)}",
+        "fold_temperatures": temperatures,
+        "nll_before": temperature_nll(logits, labels, 1.0),
+        "nll_after": temperature_nll(scaled, labels, 1.0),
+        "ece_before": top_label_ece(logits, labels),
+        "ece_after": top_label_ece(scaled, labels),
     }

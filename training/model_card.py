@@ -2,16 +2,19 @@
 
 training/train.py writes it when it publishes an adapter; evaluation/evaluate.py --record writes it again
 with the test metrics and plots. Every statement comes from a file in the folder: sentiment_config.json
-(base, labels, input, LoRA and the run's settings and command), metrics.json (validation and test
-figures, data sizes, reviews per label, hardware and time) and calibration.json. A card this module did
-not write (it lacks GENERATED_MARK, like the shipped adapter's hand-written one) is never overwritten.
+(base, labels, input, LoRA, the run's settings and command, and any field filled in after the run, marked
+as such), metrics.json (validation and test figures, each with the temperature and precision its
+probabilities were made with, data sizes, reviews per label, hardware and time) and calibration.json. A card
+this module did not write (it lacks GENERATED_MARK) is never overwritten.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from training import storage
+from training.data import HUB_DATASET
 from training.model import SentimentConfig, read_calibration, read_metrics
 
 CARD_FILE = "README.md"
@@ -19,7 +22,10 @@ CARD_FILE = "README.md"
 # beside the records; the card includes it as it is.
 NOTES_FILE = "card_notes.md"
 GENERATED_MARK = "<!-- Written by training/model_card.py from this folder's records; rewritten on each run. -->"
-HUB_DATASET = "stanfordnlp/imdb"
+# The IMDb copy beside the checkout, as training records it. Its README.md: the v1.0 release's files as parquet
+# (ratings and ids from the file names), the same reviews as the hub's stanfordnlp/imdb.
+LOCAL_IMDB_COPY = "../shared/data/imdb"
+IMDB_RELEASE = "https://ai.stanford.edu/~amaas/data/sentiment/"
 # (metrics.json key, model-index type, label in the card); F1, precision and recall are macro with more than two labels.
 HEADLINE = (
     ("accuracy", "accuracy", "accuracy"),
@@ -30,6 +36,13 @@ HEADLINE = (
     ("log_loss", "log_loss", "log loss"),
     ("expected_calibration_error", "ece", "expected calibration error"),
 )
+
+
+def scored_with(temperature: float, precision: str) -> dict:
+    """What every metrics block carries to say how its probabilities were made: softmax(logits / temperature)
+    from the model run in `precision` (fp32, bf16, int8). Named numeric_precision because `precision` in a
+    metrics block is the classification metric."""
+    return {"temperature": float(temperature), "numeric_precision": precision}
 
 
 def is_generated(folder: Path) -> bool:
@@ -63,7 +76,8 @@ def model_card(folder: Path, plots: dict[str, str] | None = None, name: str | No
     labels = list(config.labels)
     binary = len(labels) == 2
     data_source = str(training.get("data", "unknown"))
-    dataset_id = HUB_DATASET if data_source == "hub" else data_source
+    # The IMDb copy beside the checkout is named by its hub id; it is described in the Data table.
+    dataset_id = HUB_DATASET if data_source in ("hub", LOCAL_IMDB_COPY) else data_source
     front = {
         "library_name": "peft",
         "base_model": config.base_model,
@@ -109,7 +123,7 @@ def model_card(folder: Path, plots: dict[str, str] | None = None, name: str | No
         "",
         "| | |",
         "| --- | --- |",
-        f"| source | `{data_source}` (text column `{training.get('text_column', 'text')}`, label column "
+        f"| source | {_data_source(data_source)} (text column `{training.get('text_column', 'text')}`, label column "
         f"`{training.get('label_column', 'label')}`) |",
         f"| training reviews | {run.get('num_train_examples', 'not recorded')} |",
         f"| validation reviews | {run.get('num_validation_examples', 'not recorded')} (a stratified "
@@ -122,6 +136,7 @@ def model_card(folder: Path, plots: dict[str, str] | None = None, name: str | No
         str(training.get("command", "python training/train.py (command not recorded)")),
         "```",
         "",
+        *_filled_in_later(training.get("filled_in_later")),
         "| | |",
         "| --- | --- |",
         f"| input | at most {config.max_length} tokens, `{config.truncation}` truncation |",
@@ -137,23 +152,34 @@ def model_card(folder: Path, plots: dict[str, str] | None = None, name: str | No
         "## Metrics",
         "",
         f"Precision, recall and F1{averaged if not binary else ' of ' + labels[1]}; ROC-AUC "
-        + ("ranks by the second label's probability." if binary else "one-vs-rest, macro-averaged."),
+        + ("ranks by the second label's probability." if binary else "one-vs-rest, macro-averaged.")
+        + " T: the temperature the row's probabilities were scaled by, softmax(logits / T) (1: the raw softmax); "
+        "run in: the precision the model computed in. A temperature changes no label, only calibration error and "
+        "log loss.",
         "",
-        "| split | reviews | " + " | ".join(name for _, _, name in HEADLINE) + " |",
-        "| --- | --- | " + " | ".join("---" for _ in HEADLINE) + " |",
+        "| split | reviews | " + " | ".join(name for _, _, name in HEADLINE) + " | T | run in |",
+        "| --- | --- | " + " | ".join("---" for _ in HEADLINE) + " | --- | --- |",
     ]
     for split in ("validation", "test"):
         figures = metrics.get(split)
         if isinstance(figures, dict):
-            cells = [_number(figures.get(key)) for key, _, _ in HEADLINE]
-            lines.append(f"| {split} | {figures.get('num_examples', '?')} | " + " | ".join(cells) + " |")
+            lines.append(f"| {split} | {figures.get('num_examples', '?')} | " + " | ".join(_row(figures)) + " |")
     test = metrics.get("test")
+    if isinstance(test, dict) and isinstance(test.get("uncalibrated"), dict):
+        raw = test["uncalibrated"]
+        lines += [
+            "",
+            f"Test, raw softmax (T = 1): calibration error {_number(raw.get('expected_calibration_error'))}, "
+            f"log loss {_number(raw.get('log_loss'))}.",
+        ]
     if isinstance(test, dict) and isinstance(test.get("data"), dict):
-        data = test["data"]
+        data, run = test["data"], test.get("run", {})
         lines += [
             "",
             f"Test data: `{data.get('source')}` split `{data.get('split')}`, limit {data.get('limit')}, "
-            f"seed {data.get('seed')} (`python evaluation/evaluate.py --record`).",
+            f"seed {data.get('seed')}; measured on {run.get('machine', 'a machine not recorded')}, "
+            f"{run.get('date', 'date not recorded')}, "
+            + (f"by `{run['command']}`." if run.get("command") else "command not recorded."),
         ]
     per_label = next(
         (
@@ -222,6 +248,40 @@ def model_card(folder: Path, plots: dict[str, str] | None = None, name: str | No
     if notes.exists():
         lines += [notes.read_text(encoding="utf-8").strip(), ""]
     return "\n".join(lines)
+
+
+def _data_source(source: str) -> str:
+    if source == LOCAL_IMDB_COPY:
+        return (
+            f"`{source}`, a local copy of `{HUB_DATASET}`: the IMDb Large Movie Review Dataset v1.0 (Maas et al., "
+            f"2011) as parquet, made from the release's files ({IMDB_RELEASE}); its README.md gives their sha256"
+        )
+    return f"`{source}`"
+
+
+def _filled_in_later(fields) -> list[str]:
+    """The record's fields filled in after the run, apart from what the run itself recorded."""
+    if not isinstance(fields, dict):
+        return []
+    lines = [
+        f"Filled in after the run (the rest of the record is the run's own): {fields.get('note', '')}".rstrip(),
+        "",
+    ]
+    lines += [
+        f"- `{key}`: {json.dumps(value) if not isinstance(value, str) else value}"
+        for key, value in fields.items()
+        if key != "note"
+    ]
+    return [*lines, ""]
+
+
+def _row(figures: dict) -> list[str]:
+    temperature = figures.get("temperature")
+    return [
+        *(_number(figures.get(key)) for key, _, _ in HEADLINE),
+        f"{temperature:.3f}" if isinstance(temperature, (int, float)) else "not recorded",
+        str(figures.get("numeric_precision", "not recorded")),
+    ]
 
 
 def _model_index_result(figures: dict, dataset_id: str, split: str, binary: bool) -> dict:

@@ -30,7 +30,7 @@ from training.device import bf16_is_fast
 from training.errors import DataError, ModelLoadError
 from training.metrics import calibration_record, classification_metrics, softmax
 from training.model import SentimentConfig, build_classifier, save_adapter, write_calibration
-from training.model_card import write_model_card
+from training.model_card import scored_with, write_model_card
 from training.text import GPU_LENGTH_MULTIPLE, encode_texts
 
 # ----------------------------------------------------------------------------- helpers
@@ -212,6 +212,9 @@ def main(config: TrainConfig) -> dict:
     # The per-label table and confusion matrix too (the Trainer logs numbers only).
     full = classification_metrics(best.label_ids, softmax(best.predictions), labels)
     validation.update({key: full[key] for key in ("averaging", "labels", "per_label", "confusion_matrix")})
+    precision = "bf16" if trainer.args.bf16 else "fp16" if trainer.args.fp16 else "fp32"  # as training_arguments chose
+    # Raw softmax (T = 1) under the training precision; `epoch` (added by trainer.log) is where training stopped.
+    validation.update(scored_with(1.0, precision), best_epoch=best_epoch(trainer.state))
 
     summary = {
         "validation": validation,
@@ -224,16 +227,22 @@ def main(config: TrainConfig) -> dict:
         "num_train_examples": len(train_set),
         "num_validation_examples": len(validation_set),
         "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU",
-        "precision": "bf16"
-        if trainer.args.bf16
-        else "fp16"
-        if trainer.args.fp16
-        else "fp32",  # as training_arguments chose
+        "precision": precision,
         "output_dir": str(config.output_dir),
     }
     if trainer.is_world_process_zero():  # under accelerate launch, only one process writes
         write_outputs(trainer.model, tokenizer, config, summary)
     return summary
+
+
+def best_epoch(state) -> float | None:
+    """The epoch of the checkpoint load_best_model_at_end kept, from the Trainer's log of validations."""
+    if not state.best_model_checkpoint:
+        return None
+    step = int(Path(state.best_model_checkpoint).name.rsplit("-", 1)[-1])  # checkpoint-<step>
+    return next(
+        (entry["epoch"] for entry in state.log_history if entry.get("step") == step and "eval_accuracy" in entry), None
+    )
 
 
 def training_arguments(config: TrainConfig, num_train_examples: int):

@@ -213,10 +213,10 @@ LIGHT_WORK = WorkQueue(LIGHT_SLOTS, LIGHT_WAIT_S, poll_s=0.1, per_client=LIGHT_P
 def release_freed_memory() -> bool:
     """Hand memory that heavy work freed back to the operating system (glibc's malloc_trim; Linux only).
 
-    Each session's page runs on its own thread, and glibc keeps what a thread freed in that thread's arena: in the
-    load test every explanation left 350-500 MB resident for good (608 MB, then 1,107, 1,459, 1,854 after three).
-    Trimming before and after each heavy job, and every TRIM_EVERY_S seconds (typing and uploads run on many threads
-    too), takes milliseconds. Returns whether a trim ran."""
+    Each session's page runs on its own thread, and glibc keeps what a thread freed in that thread's arena, so
+    without a trim every explanation's working memory stayed resident for good (the measurements: docs/faults.md,
+    "memory kept by each explanation"). Trimming before and after each heavy job, and every TRIM_EVERY_S seconds
+    (typing and uploads run on many threads too), is cheap. Returns whether a trim ran."""
     if not sys.platform.startswith("linux"):
         return False
     try:
