@@ -24,6 +24,7 @@ GPU_BENCHMARK = "docs/gpu/benchmark.json"
 API_LOAD = "docs/records/api_load_test.json"
 BULK = "docs/records/bulk_compare.json"
 EXPORT = "docs/records/export_shipped_adapter.json"
+INSTALL = "docs/records/install_serve.json"
 
 
 def read(relative: str):
@@ -167,6 +168,8 @@ QUOTES = [
         lambda r: f"({r['sentiment_bulk']['reviews_per_s']:.2f} against {r['predict_file']['reviews_per_s']:.2f}",
     ),
     ("docs/serving.md", BULK, ("sentiment_bulk/scoring_reviews_per_s", "{:.2f} reviews/s): the")),
+    ("docs/serving.md", INSTALL, ("extra_adds_mb", "it adds {} MB to the virtual environment")),
+    ("docs/serving.md", INSTALL, ("extra_install_s", "and took {} s from the package")),
     # The GPU run.
     ("README.md", GPU_BENCHMARK, ("parts/gpu-train/samples_per_s_ratio", "training **{:.2f}x**")),
     ("README.md", GPU_BENCHMARK, ("parts/gpu-inference/reviews_per_s", "inference **{:,.0f} reviews/s**")),
