@@ -25,6 +25,7 @@ API_LOAD = "docs/records/api_load_test.json"
 BULK = "docs/records/bulk_compare.json"
 EXPORT = "docs/records/export_shipped_adapter.json"
 INSTALL = "docs/records/install_serve.json"
+SHIPPED_TEST = "docs/records/shipped_test_fp32.json"
 
 
 def read(relative: str):
@@ -78,6 +79,11 @@ def api_row(step: dict) -> str:
         f"| {step['clients']} | {step['reviews_per_s']:.2f} | {step['p50_ms']:,.1f} | {step['p99_ms']:,.1f} | "
         f"{statuses} |"
     )
+
+
+def shipped_row(metrics: dict) -> str:
+    """The first cells of a test-split table: accuracy, precision, recall, F1, ROC-AUC."""
+    return "| {accuracy:.4f} | {precision:.4f} | {recall:.4f} | {f1:.4f} | {roc_auc:.4f} |".format(**metrics)
 
 
 def plain(text: str) -> str:
@@ -170,6 +176,29 @@ QUOTES = [
     ("docs/serving.md", BULK, ("sentiment_bulk/scoring_reviews_per_s", "{:.2f} reviews/s): the")),
     ("docs/serving.md", INSTALL, ("extra_adds_mb", "it adds {} MB to the virtual environment")),
     ("docs/serving.md", INSTALL, ("extra_install_s", "and took {} s from the package")),
+    # The shipped adapter on the whole test split, exact fp32, with and without its temperature.
+    (
+        "README.md",
+        SHIPPED_TEST,
+        lambda r: (
+            shipped_row(r["metrics"])
+            + " {:.4f} | {:.4f} |".format(r["metrics"]["expected_calibration_error"], r["metrics"]["log_loss"])
+        ),
+    ),
+    ("README.md", SHIPPED_TEST, ("calibration/uncalibrated/expected_calibration_error", "calibration error is {:.4f}")),
+    ("README.md", SHIPPED_TEST, ("calibration/uncalibrated/log_loss", "the log loss {:.4f}")),
+    (
+        "docs/evaluation.md",
+        SHIPPED_TEST,
+        lambda r: (
+            shipped_row(r["metrics"])
+            + " {:.4f} (raw {:.4f}) |".format(
+                r["metrics"]["expected_calibration_error"],
+                r["calibration"]["uncalibrated"]["expected_calibration_error"],
+            )
+        ),
+    ),
+    ("docs/evaluation.md", SHIPPED_TEST, ("metrics/temperature", "(T = {:.2f}, fitted on validation)")),
     # The GPU run.
     ("README.md", GPU_BENCHMARK, ("parts/gpu-train/samples_per_s_ratio", "training **{:.2f}x**")),
     ("README.md", GPU_BENCHMARK, ("parts/gpu-inference/reviews_per_s", "inference **{:,.0f} reviews/s**")),
