@@ -26,6 +26,7 @@ BULK = "docs/records/bulk_compare.json"
 EXPORT = "docs/records/export_shipped_adapter.json"
 INSTALL = "docs/records/install_serve.json"
 SHIPPED_TEST = "docs/records/shipped_test_fp32.json"
+SHIPPED_BF16 = "docs/records/shipped_test_bf16.json"
 
 
 def read(relative: str):
@@ -199,6 +200,16 @@ QUOTES = [
         ),
     ),
     ("docs/evaluation.md", SHIPPED_TEST, ("metrics/temperature", "(T = {:.2f}, fitted on validation)")),
+    (
+        "docs/evaluation.md",
+        SHIPPED_BF16,
+        lambda r: (
+            "accuracy\n{accuracy:.4f}, F1 {f1:.4f}, calibration error {expected_calibration_error:.4f}, log loss {log_loss:.4f}".format(
+                **r["metrics"]
+            )
+        ),
+    ),
+    ("docs/evaluation.md", SHIPPED_BF16, ("metrics/numeric_precision", "In {}, the default on a CPU with AMX")),
     # The GPU run.
     ("README.md", GPU_BENCHMARK, ("parts/gpu-train/samples_per_s_ratio", "training **{:.2f}x**")),
     ("README.md", GPU_BENCHMARK, ("parts/gpu-inference/reviews_per_s", "inference **{:,.0f} reviews/s**")),
