@@ -66,8 +66,23 @@ def write_model_card(
     return True
 
 
+# The evaluation plots evaluate.py --record copies into the folder's evaluation/, in the order the card shows them.
+PLOT_ORDER = ("confusion_matrix", "roc_curve", "reliability_diagram")
+
+
+def folder_plots(folder: Path) -> dict[str, str]:
+    """{name: path relative to the folder} of the evaluation plots the folder holds, so the card can be written
+    again from the folder alone."""
+    found = {path.stem: path for path in sorted((Path(folder) / "evaluation").glob("*.png"))}
+    ordered = [stem for stem in PLOT_ORDER if stem in found] + sorted(set(found) - set(PLOT_ORDER))
+    return {stem.replace("_", " "): f"evaluation/{found[stem].name}" for stem in ordered}
+
+
 def model_card(folder: Path, plots: dict[str, str] | None = None, name: str | None = None) -> str:
+    """The card for `folder`, from its records; `plots` default to those in its evaluation/ folder."""
     import yaml
+
+    plots = folder_plots(folder) if plots is None else plots
 
     config = SentimentConfig.load(folder)
     metrics, calibration = read_metrics(folder), read_calibration(folder)
