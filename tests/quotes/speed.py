@@ -1,0 +1,369 @@
+"""docs/speed.md's figures: the CPU tables, the int8 gate and its check, CPU training, the GPU run."""
+
+from __future__ import annotations
+
+from tests.quotes import CPU_TABLE, CPU_TRAIN, GPU_BENCHMARK, INT8_GATE, points, speed_row
+
+QUOTES = [
+    ("docs/speed.md", CPU_TABLE, speed_row("pipeline, batch 1", "pipeline")),
+    ("docs/speed.md", CPU_TABLE, speed_row("PyTorch fp32", "pytorch fp32")),
+    ("docs/speed.md", CPU_TABLE, speed_row("PyTorch bf16", "pytorch bf16")),
+    ("docs/speed.md", CPU_TABLE, speed_row("PyTorch int8, gated scheme", "pytorch int8 (gated scheme)")),
+    ("docs/speed.md", CPU_TABLE, speed_row("PyTorch int8, every matrix", "pytorch int8 (every matrix)")),
+    ("docs/speed.md", CPU_TABLE, speed_row("export, fp32", "onnxruntime fp32")),
+    ("docs/speed.md", CPU_TABLE, speed_row("export, int8 gated scheme", "onnxruntime int8 (gated scheme)")),
+    ("docs/speed.md", CPU_TABLE, speed_row("export, int8 every matrix", "onnxruntime int8 (every matrix)")),
+    (
+        "docs/speed.md",
+        CPU_TABLE,
+        ("parts/cpu-table/this_cpu/machine_limit/fp32_gemm_gflop_per_s", "fp32 GEMM {} GFLOP/s"),
+    ),
+    ("docs/speed.md", CPU_TABLE, ("parts/cpu-table/this_cpu/machine_limit/bf16_gemm_gflop_per_s", "bf16 {:,}")),
+    ("docs/speed.md", CPU_TABLE, ("parts/cpu-table/default_ratio", "bf16 at {}x the pipeline")),
+    (
+        "docs/speed.md",
+        CPU_TABLE,
+        ("parts/cpu-table/export_fp32_ratio_to_pytorch_fp32", "fp32 runs at {:.2f}x PyTorch fp32"),
+    ),
+    (
+        "docs/speed.md",
+        CPU_TABLE,
+        ("parts/cpu-table/amx_off_export_fp32_ratio_to_pytorch_fp32", "({:.2f}x with AMX off)"),
+    ),
+    ("docs/speed.md", INT8_GATE, ("pytorch/validation/labels_changed", "**{} (0.36%)**")),
+    ("docs/speed.md", INT8_GATE, ("onnxruntime/validation/labels_changed", "**{} (0.28%)**")),
+    ("docs/speed.md", INT8_GATE, ("pytorch/validation/accuracy", "| {:.4f} (+0.20 points) |")),
+    ("docs/speed.md", INT8_GATE, ("onnxruntime/test/labels_changed", "the onnxruntime scheme held ({} of 1,000")),
+    ("docs/speed.md", INT8_GATE, ("pytorch/test/labels_changed", "the PyTorch scheme did not ({} of 1,000")),
+    ("docs/speed.md", INT8_GATE, lambda r: f"and {points(r['pytorch']['test']['accuracy_change_points'])} points)"),
+]
+
+
+PAGE = "docs/speed.md"
+
+
+def system(r, table, name):
+    return r["parts"]["cpu-table"][table]["systems"][name]
+
+
+def signed(value):
+    """An accuracy change with its sign always shown, as the int8 tables write it."""
+    return f"{value:+.2f}".replace("-", "−")
+
+
+def kl_rows(r):
+    """docs/speed.md's table of each matrix alone: mean KL (labels changed), rows per backend and layer."""
+    names = {"pytorch": "PyTorch", "onnxruntime": "onnxruntime"}
+    roles = ("attention.qkv", "attention.output", "ffn.in", "ffn.out")
+    rows = []
+    for backend, label in names.items():
+        scan = {s["role"]: s for s in r[backend]["scan"]}
+        for layer in range(6):
+            cells = [f"{label}, {layer}"]
+            for role in roles:
+                s = scan[f"layer.{layer}.{role}"]
+                cells.append(f"{s['mean_kl']:.1e} ({s['labels_changed']})")
+            rows.append("| " + " | ".join(cells) + " |")
+    return "\n".join(rows)
+
+
+def scheme_test_cells(r, backend):
+    test = r[backend]["test"]
+    return (
+        f"| {test['labels_changed']} ({test['labels_changed'] / test['reviews']:.1%}) | "
+        f"{test['accuracy']:.4f} ({points(test['accuracy_change_points'])} points) |"
+    )
+
+
+def kept_fp32(r, backend):
+    matrices = [m for m in r[backend]["keep_fp32"] if m.startswith("layer.")]
+    return f"({len(matrices)} of 24"
+
+
+QUOTES += [
+    # At a glance.
+    (
+        PAGE,
+        CPU_TABLE,
+        lambda r: "met: {:.2f}x in bf16, {} points ({} label changed;".format(
+            r["parts"]["cpu-table"]["default_ratio"],
+            points(r["parts"]["cpu-table"]["default_accuracy_change_points"]),
+            system(r, "this_cpu", "pytorch bf16")["labels_changed_vs_fp32"],
+        ),
+    ),
+    (
+        PAGE,
+        CPU_TABLE,
+        lambda r: (
+            "exact fp32 {:.2f}x; the export's gated int8 {:.2f}x, {} points; PyTorch's gated int8 {:.2f}x but {} points".format(
+                system(r, "amx_off", "pytorch fp32")["ratio_to_pipeline"],
+                system(r, "amx_off", "onnxruntime int8 (gated scheme)")["ratio_to_pipeline"],
+                points(system(r, "amx_off", "onnxruntime int8 (gated scheme)")["accuracy_change_points"]),
+                system(r, "amx_off", "pytorch int8 (gated scheme)")["ratio_to_pipeline"],
+                points(system(r, "amx_off", "pytorch int8 (gated scheme)")["accuracy_change_points"]),
+            )
+        ),
+    ),
+    (
+        PAGE,
+        CPU_TABLE,
+        ("parts/cpu-table/export_fp32_ratio_to_pytorch_fp32", "fp32 at {:.2f}x PyTorch fp32 ([export.md]"),
+    ),
+    (
+        PAGE,
+        CPU_TABLE,
+        ("parts/cpu-table/amx_off_export_fp32_ratio_to_pytorch_fp32", "fp32 at {:.2f}x PyTorch fp32 (AMX off)"),
+    ),
+    # How 'auto' chooses.
+    (
+        PAGE,
+        GPU_BENCHMARK,
+        lambda r: "| {:.2f}x training, {:,.0f} reviews/s inference on an H100".format(
+            r["parts"]["gpu-train"]["samples_per_s_ratio"], r["parts"]["gpu-inference"]["reviews_per_s"]
+        ),
+    ),
+    (
+        PAGE,
+        CPU_TABLE,
+        lambda r: "| {:.2f}x the pipeline, {} label of 1,000 changed".format(
+            r["parts"]["cpu-table"]["default_ratio"], system(r, "this_cpu", "pytorch bf16")["labels_changed_vs_fp32"]
+        ),
+    ),
+    (
+        PAGE,
+        INT8_GATE,
+        lambda r: "test check ({} of 1,000 test labels\nchanged, accuracy {:.2f} points: failed)".format(
+            r["pytorch"]["test"]["labels_changed"], r["pytorch"]["test"]["accuracy_change_points"]
+        ),
+    ),
+    (
+        PAGE,
+        CPU_TABLE,
+        lambda r: "({:,} against {} GFLOP/s in".format(
+            r["parts"]["cpu-table"]["this_cpu"]["machine_limit"]["bf16_gemm_gflop_per_s"],
+            r["parts"]["cpu-table"]["this_cpu"]["machine_limit"]["fp32_gemm_gflop_per_s"],
+        ),
+    ),
+    (
+        PAGE,
+        CPU_TABLE,
+        lambda r: "changed {} of the 1,000 test labels, {} points".format(
+            system(r, "this_cpu", "pytorch bf16")["labels_changed_vs_fp32"],
+            points(system(r, "this_cpu", "pytorch bf16")["accuracy_change_points"]),
+        ),
+    ),
+    (
+        PAGE,
+        CPU_TABLE,
+        lambda r: (
+            f"ran at {system(r, 'amx_off', 'pytorch bf16')['ratio_to_pipeline']:.2f}x the pipeline in the same run"
+        ),
+    ),
+    # The CPU table: when, load, the int8 limit, what it says.
+    (PAGE, CPU_TABLE, lambda r: f"--output docs/records/cpu_table.json`, {r['date'][:16].replace('T', ' ')}"),
+    (PAGE, CPU_TABLE, ("load_average_at_start/0", "(load average {} at the start")),
+    (PAGE, CPU_TABLE, ("load_average_at_end/0", "two threads {} at the end)")),
+    (
+        PAGE,
+        CPU_TABLE,
+        ("parts/cpu-table/this_cpu/machine_limit/int8_dynamic_gop_per_s", "int8 {} GOP/s) are in the record"),
+    ),
+    (
+        PAGE,
+        CPU_TABLE,
+        lambda r: f"The pipeline's {system(r, 'this_cpu', 'pipeline')['labels_changed_vs_fp32']} changed labels",
+    ),
+    (
+        PAGE,
+        CPU_TABLE,
+        lambda r: "2.76x the pipeline, {} points (1 label of 1,000)".format(
+            points(r["parts"]["cpu-table"]["default_accuracy_change_points"])
+        ),
+    ),
+    (
+        PAGE,
+        CPU_TABLE,
+        lambda r: "({}x, recorded as {})".format(
+            r["targets"][0]["target"].split()[-1], "met" if r["targets"][0]["met"] else "missed"
+        ),
+    ),
+    (PAGE, CPU_TABLE, lambda r: f"is exact fp32, {system(r, 'amx_off', 'pytorch fp32')['ratio_to_pipeline']:.2f}x."),
+    (
+        PAGE,
+        CPU_TABLE,
+        lambda r: "ran at {:.2f}x but moved {} labels, all of them wrong, so it lost {:.2f} points".format(
+            system(r, "amx_off", "pytorch int8 (gated scheme)")["ratio_to_pipeline"],
+            system(r, "amx_off", "pytorch int8 (gated scheme)")["labels_changed_vs_fp32"],
+            -system(r, "amx_off", "pytorch int8 (gated scheme)")["accuracy_change_points"],
+        ),
+    ),
+    (
+        PAGE,
+        CPU_TABLE,
+        lambda r: "{:.2f}x ({} labels, {} points)".format(
+            system(r, "amx_off", "onnxruntime int8 (gated scheme)")["ratio_to_pipeline"],
+            system(r, "amx_off", "onnxruntime int8 (gated scheme)")["labels_changed_vs_fp32"],
+            points(system(r, "amx_off", "onnxruntime int8 (gated scheme)")["accuracy_change_points"]),
+        ),
+    ),
+    # int8 that keeps the labels.
+    (PAGE, INT8_GATE, lambda r: f"Run on the 2-core Xeon, {r['date'][:10]}"),
+    (PAGE, INT8_GATE, kl_rows),
+    (
+        PAGE,
+        INT8_GATE,
+        lambda r: "{} and {} of 500 labels changed, against {} and {})".format(
+            r["onnxruntime"]["steps"][0]["mean_kl"],
+            r["onnxruntime"]["steps"][0]["labels_changed"],
+            r["pytorch"]["steps"][0]["mean_kl"],
+            r["pytorch"]["steps"][0]["labels_changed"],
+        ),
+    ),
+    (
+        PAGE,
+        INT8_GATE,
+        lambda r: "one matrix alone ({} to {} of 500)".format(
+            min(s["labels_changed"] for b in ("pytorch", "onnxruntime") for s in r[b]["scan"]),
+            max(s["labels_changed"] for b in ("pytorch", "onnxruntime") for s in r[b]["scan"]),
+        ),
+    ),
+    (PAGE, INT8_GATE, lambda r: f"| accuracy (fp32 {r['fp32']['accuracy']:.4f}) | test, 1,000"),
+    (PAGE, INT8_GATE, ("pytorch/test/fp32_accuracy", "| accuracy (fp32 {:.4f}) |\n")),
+    (PAGE, INT8_GATE, lambda r: kept_fp32(r, "pytorch") + " matrices)"),
+    (PAGE, INT8_GATE, lambda r: kept_fp32(r, "onnxruntime") + ")"),
+    (PAGE, INT8_GATE, lambda r: "0.36%)** | 0.9340 (+0.20 points) " + scheme_test_cells(r, "pytorch")),
+    (
+        PAGE,
+        INT8_GATE,
+        lambda r: (
+            "0.28%)** | {:.4f} ({} points) ".format(
+                r["onnxruntime"]["validation"]["accuracy"],
+                signed(r["onnxruntime"]["validation"]["accuracy_change_points"]),
+            )
+            + scheme_test_cells(r, "onnxruntime")
+        ),
+    ),
+    (
+        PAGE,
+        CPU_TABLE,
+        lambda r: "the same 1,000 reviews gave {} points".format(
+            points(system(r, "amx_off", "pytorch int8 (gated scheme)")["accuracy_change_points"])
+        ),
+    ),
+    # GPU benchmarks.
+    (
+        PAGE,
+        GPU_BENCHMARK,
+        lambda r: "On one H100, {}, with `--gpu-reviews {}`, they gave {:.2f}x and {:,.0f} reviews/s".format(
+            r["date"][:10],
+            r["parts"]["gpu-inference"]["reviews"],
+            r["parts"]["gpu-train"]["samples_per_s_ratio"],
+            r["parts"]["gpu-inference"]["reviews_per_s"],
+        ),
+    ),
+]
+
+# CPU training, from the quiet --cpu-train run.
+
+
+def train_row(n):
+    def row(r):
+        m = r["parts"]["cpu-train"]["lengths"][n]
+        verdict = "met" if m["samples_per_s_ratio"] >= 2.0 else "missed"
+        return "| {} tokens | {:.2f} samples/s | {:.2f} | {:.2f}x | {} | {:.2f} ({:.2f}x) |".format(
+            n,
+            m["project"]["samples_per_s"],
+            m["before"]["samples_per_s"],
+            m["samples_per_s_ratio"],
+            verdict,
+            m["project_fp32"]["samples_per_s"],
+            m["samples_per_s_ratio_fp32"],
+        )
+
+    return row
+
+
+def run_end(r):
+    import datetime
+
+    start = datetime.datetime.fromisoformat(r["date"])
+    return (start + datetime.timedelta(seconds=r["parts"]["cpu-train"]["part_s"])).strftime("%H:%M")
+
+
+def verdict(r, i):
+    return "met" if r["targets"][i]["met"] else "missed"
+
+
+def train_ratio(r, n, key="samples_per_s_ratio"):
+    return r["parts"]["cpu-train"]["lengths"][n][key]
+
+
+QUOTES += [
+    (PAGE, CPU_TRAIN, train_row("256")),
+    (PAGE, CPU_TRAIN, train_row("512")),
+    (
+        PAGE,
+        CPU_TRAIN,
+        lambda r: "{} at 256 tokens, {:.2f}x; {} at 512, {:.2f}x (2026-12-02, [record](records/cpu_train.json))".format(
+            verdict(r, 0),
+            r["parts"]["cpu-train"]["samples_per_s_ratio_256"],
+            verdict(r, 1),
+            r["parts"]["cpu-train"]["samples_per_s_ratio_512"],
+        ),
+    ),
+    (
+        PAGE,
+        CPU_TRAIN,
+        lambda r: "the cheaper dropout alone gave {:.2f}x and {:.2f}x (measured in fp32 on the Xeon".format(
+            train_ratio(r, "256", "samples_per_s_ratio_fp32"), train_ratio(r, "512", "samples_per_s_ratio_fp32")
+        ),
+    ),
+    (PAGE, CPU_TRAIN, lambda r: f"`{r['command']}`,\n{r['date'][:16].replace('T', ' ')} to {run_end(r)} UTC"),
+    (
+        PAGE,
+        CPU_TRAIN,
+        lambda r: f"PyTorch {r['machine']['torch'].split('+')[0]} with {r['parts']['cpu-train']['threads']} threads",
+    ),
+    (PAGE, CPU_TRAIN, ("load_average_at_start/0", "(load average {} at the start")),
+    (PAGE, CPU_TRAIN, ("load_average_at_end/0", "two threads {} at the end). It runs")),
+    (
+        PAGE,
+        CPU_TRAIN,
+        lambda r: "shape: fp32 {} GFLOP/s, bf16 {:,} GFLOP/s;".format(
+            r["parts"]["cpu-train"]["machine_limit"]["fp32_gemm_gflop_per_s"],
+            r["parts"]["cpu-train"]["machine_limit"]["bf16_gemm_gflop_per_s"],
+        ),
+    ),
+    (
+        PAGE,
+        CPU_TRAIN,
+        lambda r: "runs at {} of the fp32\nlimit ({} of the bf16 one), before at {}; at 512, {} against {}.".format(
+            r["parts"]["cpu-train"]["lengths"]["256"]["project"]["fraction_of_limit"],
+            r["parts"]["cpu-train"]["lengths"]["256"]["project"]["fraction_of_bf16_limit"],
+            r["parts"]["cpu-train"]["lengths"]["256"]["before"]["fraction_of_limit"],
+            r["parts"]["cpu-train"]["lengths"]["512"]["project"]["fraction_of_limit"],
+            r["parts"]["cpu-train"]["lengths"]["512"]["before"]["fraction_of_limit"],
+        ),
+    ),
+    (
+        PAGE,
+        CPU_TRAIN,
+        lambda r: "the cheaper dropout alone at {:.2f}x (256 tokens) and {:.2f}x (512)".format(
+            train_ratio(r, "256", "samples_per_s_ratio_fp32"), train_ratio(r, "512", "samples_per_s_ratio_fp32")
+        ),
+    ),
+    (
+        PAGE,
+        CPU_TRAIN,
+        lambda r: "to {:.2f}x at 256 tokens but {:.2f}x at 512 in this run".format(
+            train_ratio(r, "256"), train_ratio(r, "512")
+        ),
+    ),
+    (
+        PAGE,
+        CPU_TRAIN,
+        lambda r: "that alone gave {:.2f}x at 256 tokens and {:.2f}x at 512".format(
+            train_ratio(r, "256", "samples_per_s_ratio_fp32"), train_ratio(r, "512", "samples_per_s_ratio_fp32")
+        ),
+    ),
+]
