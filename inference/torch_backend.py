@@ -15,7 +15,7 @@ import torch
 from inference.int8 import DEFAULT_KEEP_FP32, Int8Scheme, linear_role, read_int8_schemes
 from training.device import describe_device, pick_device
 from training.model import SentimentConfig, load_classifier, read_calibration, read_metrics
-from training.text import GPU_LENGTH_MULTIPLE, encode_texts, encode_windows
+from training.text import CPU_LENGTH_MULTIPLE, GPU_LENGTH_MULTIPLE, encode_texts, encode_windows
 
 
 def int8_linears(model, keep_fp32: tuple[str, ...] = DEFAULT_KEEP_FP32) -> list[str]:
@@ -109,7 +109,11 @@ class TorchBackend:
 
     @property
     def length_multiple(self) -> int | None:
-        return GPU_LENGTH_MULTIPLE if self.device.type == "cuda" else None  # on a CPU padding only costs
+        if self.device.type == "cuda":
+            return GPU_LENGTH_MULTIPLE
+        # Dynamic int8 takes one scale over the whole batch, padding included, and its gate and check were
+        # measured on unpadded batches: int8 batches stay as they were measured.
+        return None if self.precision == "int8" else CPU_LENGTH_MULTIPLE
 
     @property
     def device_name(self) -> str:

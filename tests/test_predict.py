@@ -18,7 +18,7 @@ from tests.conftest import SHIPPED_MODEL_DIR
 from training.errors import DataError, ModelLoadError
 from training.paths import PROJECT_ROOT
 from training.readers import read_table
-from training.text import EmptyTextError, clip_characters, truncate_token_ids
+from training.text import CPU_LENGTH_MULTIPLE, EmptyTextError, clip_characters, truncate_token_ids
 
 
 @pytest.fixture(scope="module")
@@ -38,6 +38,28 @@ def test_predictions_are_distributions_in_input_order(predictor):
     assert prediction.label in ("NEGATIVE", "POSITIVE")
     assert prediction.confidence == max(prediction.probabilities.values())
     assert predictor.device_name == "CPU"
+
+
+def test_cpu_batches_pad_to_a_few_lengths_so_the_kernel_cache_stays_bounded(predictor, monkeypatch):
+    """oneDNN keeps a kernel for every input shape, so a server scoring reviews of every length would grow
+    without end (docs/faults.md): on a CPU a batch pads to a multiple of CPU_LENGTH_MULTIPLE, never past
+    max_length, and the padding changes no probability."""
+    widths = []
+    forward = predictor.backend.logits
+    monkeypatch.setattr(
+        predictor.backend, "logits", lambda batch: widths.append(batch["input_ids"].shape[1]) or forward(batch)
+    )
+    texts = [" ".join(["good"] * words) for words in (1, 7, 30, 31, 40, 90, 5000)]
+    padded = predictor.predict_proba(texts, batch_size=1)
+    assert widths == [predictor.config.max_length, 96, 64, 64, 32, 32, 32]  # longest first; 90 words and 2 specials
+    assert all(width % CPU_LENGTH_MULTIPLE == 0 for width in widths)
+    monkeypatch.setattr(type(predictor.backend), "length_multiple", None)
+    assert np.allclose(padded, predictor.predict_proba(texts, batch_size=1), atol=1e-6)
+
+
+def test_int8_batches_stay_unpadded_as_its_gate_measured_them(tiny_adapter):
+    """Dynamic int8 quantizes a batch with one scale, padding included: padding would move its labels."""
+    assert Predictor.from_pretrained(tiny_adapter, precision="int8").backend.length_multiple is None
 
 
 @pytest.mark.parametrize("text", ["", "   \n\t "])

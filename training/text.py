@@ -26,6 +26,10 @@ MAX_WINDOWS = 16
 # On a GPU every new input shape costs a kernel plan (cuDNN attention) the first time it is seen, so
 # batches are padded to a multiple of this many tokens: a handful of shapes instead of hundreds (docs/gpu.md).
 GPU_LENGTH_MULTIPLE = 64
+# On a CPU, oneDNN builds and keeps a kernel for every input shape it meets (its primitive cache), so a server
+# scoring reviews of every length grows without end, in bf16 most (docs/faults.md); padding to a multiple of this
+# many tokens bounds the shapes at the cost of a few padded tokens per batch.
+CPU_LENGTH_MULTIPLE = 32
 
 
 class TextError(ValueError):
