@@ -13,6 +13,7 @@ import os
 import shutil
 import subprocess
 import sys
+from itertools import combinations
 
 import numpy as np
 import pandas as pd
@@ -31,6 +32,7 @@ from training.errors import ModelLoadError  # noqa: E402
 from training.text import EmptyTextError, TextError  # noqa: E402
 
 LOGIT_TOLERANCE = 1e-4
+TINY_LOGIT_TOLERANCE = 2e-7  # the tiny model's logits are about 0.01: its fp32 graph and PyTorch agree far closer
 # Edge cases beside the IMDb sample: one word, far over 512 tokens, unicode and emoji, markup, digits only.
 EDGE_CASES = [
     "Great.",
@@ -252,13 +254,21 @@ def test_an_export_is_served_through_the_predictor_with_its_surface(tiny_export,
     assert one.label in served.labels and sum(one.probabilities.values()) == pytest.approx(1.0)
     assert one.confidence == max(one.probabilities.values())
     texts = ["Great.", "Terrible, boring film.", "Fine. " * 300]
-    np.testing.assert_allclose(
-        served.predict_proba(texts, batch_size=2), reference.predict_proba(texts, batch_size=2), atol=1e-5
-    )
+    # The tiny model's probabilities all sit near 0.5, so a tolerance on them lets a wrong export pass. Its
+    # logits (from which the shared Predictor code takes the probabilities, with the temperature checked above)
+    # must agree within TINY_LOGIT_TOLERANCE, and first they must tell the reviews apart, and each review's two
+    # labels apart, by far more than that: then another review's logits or swapped labels fail.
+    expected = reference.predict_logits(texts, batch_size=2)
+    between_reviews = min(np.abs(expected[i] - expected[j]).max() for i, j in combinations(range(len(texts)), 2))
+    between_labels = np.abs(expected[:, 1] - expected[:, 0]).min()
+    assert min(between_reviews, between_labels) > 20 * TINY_LOGIT_TOLERANCE, expected
+    np.testing.assert_allclose(served.predict_logits(texts, batch_size=2), expected, rtol=0, atol=TINY_LOGIT_TOLERANCE)
     assert served.with_long_reviews("sliding").predict_logits(texts).shape == (3, 2)
+    # How close the int8 graph stays is checked on the shipped export (its margins span several logits), in
+    # test_the_shipped_adapter_served_without_torch_matches_the_pytorch_predictor: the tiny one's hardly move.
     quantized = Predictor.from_pretrained(tiny_export, precision="int8")
     assert quantized.precision == "int8" and quantized.info()["int8"]["keep_fp32"] == ["pooler", "classifier"]
-    assert np.abs(quantized.predict_proba(texts) - reference.predict_proba(texts)).max() < 0.05
+    assert quantized.predict_logits(texts).shape == (3, 2)
 
     with pytest.raises(EmptyTextError, match="Review 2 is empty"):
         served.predict(["fine", "  "])
@@ -303,7 +313,15 @@ def test_the_shipped_adapter_served_without_torch_matches_the_pytorch_predictor(
     expected_probabilities = reference.predict_proba(texts, batch_size=8)
     served_probabilities = np.array([[row[label] for label in reference.labels] for row in served["probabilities"]])
     np.testing.assert_allclose(served_probabilities, expected_probabilities, atol=1e-5)
-    assert run_without_torch(shipped_export, texts[:4], precision="int8")["loaded"] == []  # int8 needs no torch either
+    # int8 needs no torch either, and follows the fp32 margins, logit(POSITIVE) - logit(NEGATIVE), to within a
+    # tenth of their spread over these reviews (several logits): another review's logits or swapped labels fail.
+    quantized = run_without_torch(shipped_export, texts, precision="int8")
+    assert quantized["loaded"] == []
+    margin = np.diff(expected, axis=1)[:, 0]
+    spread = np.ptp(margin)
+    assert spread > 4, margin
+    error = np.abs(np.diff(np.asarray(quantized["logits"]), axis=1)[:, 0] - margin).max()
+    assert error < 0.1 * spread, (error, spread)
 
 
 @pytest.mark.slow

@@ -3,8 +3,8 @@ server's start-up hook starts the load, GET /api/ready says when it can answer, 
 
     python -m pytest -s tests/test_startup.py      # prints the page and first-prediction times
 
-The browser test prints the figures docs/app.md gives: from `streamlit run` to the health check and to the
-text box on screen, and from readiness to the first prediction on screen.
+The browser test prints the times docs/app.md describes (it keeps no record): from `streamlit run` to the
+health check and to the text box on screen, and from readiness to the first prediction on screen.
 """
 
 from __future__ import annotations
@@ -142,7 +142,7 @@ def test_the_page_comes_at_once_and_the_first_prediction_soon_after_readiness():
         f"(loading notice shown: {loading_shown}), ready {ready_at[0]:.2f} s, first prediction on screen "
         f"{predicted_s:.2f} s ({after_ready_s:.2f} s after readiness)"
     )
-    # Generous bounds for a shared CI machine; the targets (2 s each) and the measured figures are in docs/app.md.
+    # Generous bounds for a shared CI machine; the targets (2 s each) are in docs/app.md.
     assert page_s < ready_at[0] or page_s < 10, "the page waited for the model"
     assert after_ready_s < 10
 
