@@ -33,8 +33,6 @@ CPU_TRAIN = "docs/records/cpu_train.json"
 INSTALL_EXPORT = "docs/records/install_export.json"
 ADVISORIES = "scripts/advisories/pypa-advisory-database.json"
 STARS = "docs/records/stars_metrics.json"
-WEIGHTS_NONE = "docs/records/class_weights_none.json"
-WEIGHTS_BALANCED = "docs/records/class_weights_balanced.json"
 
 
 def read(relative: str):
@@ -51,16 +49,6 @@ def at(record, path: str):
 def points(value: float) -> str:
     """A change in accuracy points as the pages write it: a true minus sign, two decimals."""
     return f"{value:+.2f}".replace("-", "−").lstrip("+")
-
-
-def table_system(table: str, system: str) -> Callable[[dict], str]:
-    """The cells a CPU-table row quotes for one system: reviews/s, ratio to the pipeline."""
-
-    def cells(record: dict) -> str:
-        row = record["parts"]["cpu-table"][table]["systems"][system]
-        return f"{row['reviews_per_s']:.2f} | {row['ratio_to_pipeline']:.2f}x"
-
-    return cells
 
 
 def speed_row(label: str, system: str) -> Callable[[dict], str]:

@@ -294,22 +294,48 @@ def app_load(record: dict) -> str:
     )
 
 
+def met(growth: float, limit: float) -> str:
+    """A memory target as the pages judge it."""
+    return "met" if abs(growth) <= limit else "missed"
+
+
+def app_verdict(record: dict) -> str:
+    """The plain load test's verdict and, when it failed, on what (its pass rule: every prediction answered,
+    every health check ok, the memory trend within its limit)."""
+    if record["passed"]:
+        return "PASSED"
+    missed = []
+    if record["predictions"]["answered"] != record["predictions"]["sent"]:
+        missed.append("predictions")
+    if record["health_checks"]["ok"] != record["health_checks"]["total"]:
+        missed.append("health checks")
+    if record["memory"]["trend_over_the_run"] > record["memory"]["max_growth"]:
+        missed.append("memory")
+    return "FAILED, on " + (missed[0] + " alone" if len(missed) == 1 else " and ".join(missed))
+
+
+def slow_checks(record: dict) -> str:
+    """When the plain load test's health checks failed: one per round, or just how many."""
+    failed, rounds = len(record["health_checks"]["failed_at_s"]), len(record["rounds"])
+    return f"one at the start of each of the {rounds} rounds" if failed == rounds else f"{failed} in {rounds} rounds"
+
+
 def mixed_memory(record: dict) -> str:
     memory = record["memory"]
-    return "memory {rss_mb_before:,.1f} MiB before, peak {rss_mb_peak:,.1f} MiB, {rss_mb_after:,.1f} MiB after (+{growth:.1%}, target {max_growth:.0%}".format(
-        growth=memory["after_vs_before"], **memory
+    return "memory {rss_mb_before:,.1f} MiB before, peak {rss_mb_peak:,.1f} MiB\n  (limit {max_peak_mb:,}), {rss_mb_after:,.1f} MiB after (+{growth:.1%}, target {max_growth:.0%}): {verdict}".format(
+        growth=memory["after_vs_before"], verdict="PASSED" if record["passed"] else "FAILED", **memory
     )
 
 
 QUOTES += [
-    # docs/reliability.md: the app's load tests (load_test.py writes no date: the page gives it), the audit snapshot.
+    # docs/reliability.md: the app's load tests, the audit snapshot.
     ("docs/reliability.md", LOAD_TEST, ("served/precision", "served in {}, `auto` on the 2-core Intel Xeon with AMX")),
     (
         "docs/reliability.md",
         LOAD_TEST,
         lambda r: (
-            "load average {:.2f} to {:.2f}): ".format(
-                r["machine"]["load_average_at_start"][0], r["machine"]["load_average_at_end"][0]
+            "ended {}, load average\n  {:.2f} to {:.2f}): ".format(
+                when(r), r["machine"]["load_average_at_start"][0], r["machine"]["load_average_at_end"][0]
             )
             + app_load(r)
         ),
@@ -322,39 +348,42 @@ QUOTES += [
     (
         "docs/reliability.md",
         LOAD_TEST,
-        lambda r: "{} health checks within {} s (p50 {} ms, p95 {} ms)".format(
+        lambda r: "memory {:,.1f} MiB once ready, {} MiB at the peak of each round, {} MiB after each round's".format(
+            r["memory"]["rss_mb_ready"],
+            spread(r["memory"]["rss_mb_peak_of_each_round"]),
+            spread(r["memory"]["rss_mb_settled_after_each_round"]),
+        ),
+    ),
+    (
+        "docs/reliability.md",
+        LOAD_TEST,
+        lambda r: "+{:.1%} over the run (target {:.0%}): {}".format(
+            r["memory"]["trend_over_the_run"],
+            r["memory"]["max_growth"],
+            met(r["memory"]["trend_over_the_run"], r["memory"]["max_growth"]),
+        ),
+    ),
+    (
+        "docs/reliability.md",
+        LOAD_TEST,
+        lambda r: "{} health checks within {} s (p50\n  {} ms, p95 {} ms)".format(
             load_health(r, " of "),
             r["settings"]["health_timeout_s"],
             r["health_checks"]["latency_ms_p50"],
             r["health_checks"]["latency_ms_p95"],
         ),
     ),
+    ("docs/reliability.md", LOAD_TEST, lambda r: f"{app_verdict(r)} ([Known gaps]"),
     (
         "docs/reliability.md",
         LOAD_TEST,
-        lambda r: (
-            "memory\n  {:,.1f} MiB once ready, {} MiB at the peak of each round, {} MiB after each round's".format(
-                r["memory"]["rss_mb_ready"],
-                spread(r["memory"]["rss_mb_peak_of_each_round"]),
-                spread(r["memory"]["rss_mb_settled_after_each_round"]),
-            )
-        ),
-    ),
-    (
-        "docs/reliability.md",
-        LOAD_TEST,
-        lambda r: "+{trend_over_the_run:.1%} over the run (target {max_growth:.0%}): FAILED".format(**r["memory"]),
-    ),
-    (
-        "docs/reliability.md",
-        LOAD_TEST,
-        lambda r: "load: p50 {} s per round".format(spread([x["latency_ms_p50"] for x in r["rounds"]], 1000)),
+        lambda r: "20-way load: p50 {} s per round".format(spread([x["latency_ms_p50"] for x in r["rounds"]], 1000)),
     ),
     (
         "docs/reliability.md",
         LOAD_MIXED,
-        lambda r: "load average {:.2f} to\n  {:.2f})".format(
-            r["machine"]["load_average_at_start"][0], r["machine"]["load_average_at_end"][0]
+        lambda r: "ended {}, load average\n  {:.2f} to {:.2f})".format(
+            when(r), r["machine"]["load_average_at_start"][0], r["machine"]["load_average_at_end"][0]
         ),
     ),
     (
@@ -374,7 +403,7 @@ QUOTES += [
     (
         "docs/reliability.md",
         LOAD_MIXED,
-        lambda r: "health {} within 5 s (p50 {} ms, p95\n  {} ms)".format(
+        lambda r: "health {} within 5 s (p50\n  {} ms, p95 {} ms; this test does not judge health)".format(
             load_health(r, "/"), r["health_checks"]["latency_ms_p50"], r["health_checks"]["latency_ms_p95"]
         ),
     ),
@@ -395,41 +424,47 @@ def kind(record: dict, name: str) -> str:
 
 
 QUOTES += [
-    # docs/faults.md: the app's load tests row by row, and the known gaps they show.
+    # docs/faults.md: the app's load tests row by row, the bf16 growth they no longer show, the known gap they do.
     (
         "docs/faults.md",
         LOAD_TEST,
         lambda r: (
-            "(load average {:.2f} at the start, {:.2f} at the end). {answered}/{sent} predictions answered with a label, {errors} errors.".format(
-                r["machine"]["load_average_at_start"][0], r["machine"]["load_average_at_end"][0], **r["predictions"]
+            "ended {} (load average {:.2f} at the start, {:.2f} at the end). {answered}/{sent} predictions answered with a label, {errors} errors.".format(
+                when(r),
+                r["machine"]["load_average_at_start"][0],
+                r["machine"]["load_average_at_end"][0],
+                **r["predictions"],
             )
         ),
     ),
     (
         "docs/faults.md",
         LOAD_TEST,
-        lambda r: "Health: {}/{} ok, p50 {} ms, p95 {} ms; the {} failures were checks slower than {} s".format(
+        lambda r: (
+            "MiB): {:,.1f} once ready; peak per round {}; after each round's sessions were gone {}, a trend of +{:.1%} over the run (limit {:.0%}): {}.".format(
+                r["memory"]["rss_mb_ready"],
+                spread(r["memory"]["rss_mb_peak_of_each_round"]),
+                ", ".join(f"{x:,.1f}" for x in r["memory"]["rss_mb_settled_after_each_round"]),
+                r["memory"]["trend_over_the_run"],
+                r["memory"]["max_growth"],
+                met(r["memory"]["trend_over_the_run"], r["memory"]["max_growth"]),
+            )
+        ),
+    ),
+    (
+        "docs/faults.md",
+        LOAD_TEST,
+        lambda r: "Health: {}/{} ok, p50 {} ms, p95 {} ms; the {} failures were checks slower than {} s, {}".format(
             r["health_checks"]["ok"],
             r["health_checks"]["total"],
             r["health_checks"]["latency_ms_p50"],
             r["health_checks"]["latency_ms_p95"],
             r["health_checks"]["total"] - r["health_checks"]["ok"],
             r["settings"]["health_timeout_s"],
+            slow_checks(r),
         ),
     ),
-    (
-        "docs/faults.md",
-        LOAD_TEST,
-        lambda r: (
-            "MiB): {:,.1f} once ready; peak per round {}; after each round's sessions were gone {}, a trend of +{:.1%} over the run (limit {:.0%})".format(
-                r["memory"]["rss_mb_ready"],
-                spread(r["memory"]["rss_mb_peak_of_each_round"]),
-                ", ".join(f"{x:,.1f}" for x in r["memory"]["rss_mb_settled_after_each_round"]),
-                r["memory"]["trend_over_the_run"],
-                r["memory"]["max_growth"],
-            )
-        ),
-    ),
+    ("docs/faults.md", LOAD_TEST, lambda r: f"so the run is recorded as {app_verdict(r)} (see Known gaps)"),
     (
         "docs/faults.md",
         LOAD_TEST,
@@ -442,7 +477,8 @@ QUOTES += [
         "docs/faults.md",
         LOAD_MIXED,
         lambda r: (
-            "(load average {:.2f} at the start, {:.2f} at the end). {} requests in {} rounds: {} answered, {} refused with a message, {} errors; {} tracebacks".format(
+            "ended {} (load average {:.2f} at the start, {:.2f} at the end). {} requests in {} rounds: {} answered, {} refused with a message, {} errors; {} tracebacks".format(
+                when(r),
                 r["machine"]["load_average_at_start"][0],
                 r["machine"]["load_average_at_end"][0],
                 r["requests"]["sent"],
@@ -457,14 +493,14 @@ QUOTES += [
     (
         "docs/faults.md",
         LOAD_MIXED,
-        lambda r: f"typed reviews {kind(r, 'type')}; explanations {kind(r, 'explain')} (one heavy job",
+        lambda r: (
+            f"typed reviews {kind(r, 'type')}; explanations {kind(r, 'explain')} and uploads scored {kind(r, 'upload')} (one heavy job"
+        ),
     ),
     (
         "docs/faults.md",
         LOAD_MIXED,
-        lambda r: (
-            f"uploads scored {kind(r, 'upload')}; Parquet bomb {kind(r, 'bomb')}; the 200 MB message {kind(r, 'big_message')} ("
-        ),
+        lambda r: f"Parquet bomb {kind(r, 'bomb')}; the 200 MB message {kind(r, 'big_message')} (",
     ),
     (
         "docs/faults.md",
@@ -476,15 +512,17 @@ QUOTES += [
     (
         "docs/faults.md",
         LOAD_MIXED,
-        lambda r: "Health: {ok}/{total} ok, p50 {latency_ms_p50} ms, p95 {latency_ms_p95} ms.".format(
-            **r["health_checks"]
+        lambda r: (
+            "Health: {ok}/{total} ok, p50 {latency_ms_p50} ms, p95 {latency_ms_p95} ms (this test does not judge health).".format(
+                **r["health_checks"]
+            )
         ),
     ),
     (
         "docs/faults.md",
         LOAD_MIXED,
         lambda r: (
-            "MiB): {rss_mb_ready:,.1f} ready, {rss_mb_before:,.1f} before (after one warm-up session), peak {rss_mb_peak_kernel_high_water_mark:,.1f} (the kernel's high-water mark), {rss_mb_after:,.1f} after round 2".format(
+            "MiB): {rss_mb_ready:,.1f} ready, {rss_mb_before:,.1f} before (after one warm-up session), peak {rss_mb_peak_kernel_high_water_mark:,.1f} (the kernel's high-water mark; limit {max_peak_mb:,}), {rss_mb_after:,.1f} after round 2".format(
                 **r["memory"]
             )
         ),
@@ -492,23 +530,39 @@ QUOTES += [
     (
         "docs/faults.md",
         LOAD_MIXED,
-        lambda r: "+{after_vs_before:.1%}, over the {max_growth:.0%} target: FAILED".format(**r["memory"]),
-    ),
-    (
-        "docs/faults.md",
-        LOAD_TEST,
-        lambda r: "+{:.1%} over six rounds and +{:.1%} over two".format(
-            r["memory"]["trend_over_the_run"], read(LOAD_MIXED)["memory"]["after_vs_before"]
+        lambda r: "+{:.1%}, {} the {:.0%} target: {}".format(
+            r["memory"]["after_vs_before"],
+            "within" if met(r["memory"]["after_vs_before"], r["memory"]["max_growth"]) == "met" else "over",
+            r["memory"]["max_growth"],
+            "PASSED, every target met" if r["passed"] else "FAILED",
         ),
     ),
     (
         "docs/faults.md",
         LOAD_TEST,
-        lambda r: "{} of {} in the load test,\n  {} of {} in the mixed one".format(
-            r["health_checks"]["total"] - r["health_checks"]["ok"],
-            r["health_checks"]["total"],
-            read(LOAD_MIXED)["health_checks"]["total"] - read(LOAD_MIXED)["health_checks"]["ok"],
-            read(LOAD_MIXED)["health_checks"]["total"],
+        lambda r: "Rerun (the rows above): +{:.1%} over six rounds and +{:.1%} over two, {} the target.".format(
+            r["memory"]["trend_over_the_run"],
+            read(LOAD_MIXED)["memory"]["after_vs_before"],
+            "within"
+            if max(r["memory"]["trend_over_the_run"], read(LOAD_MIXED)["memory"]["after_vs_before"])
+            <= r["memory"]["max_growth"]
+            else "not all within",
+        ),
+    ),
+    (
+        "docs/faults.md",
+        LOAD_TEST,
+        lambda r: (
+            "{} of {} in the load test\n  ({}), which is therefore recorded as {}, and {} of {} in the mixed".format(
+                r["health_checks"]["total"] - r["health_checks"]["ok"],
+                r["health_checks"]["total"],
+                "one as each round's 20 sessions opened"
+                if len(r["health_checks"]["failed_at_s"]) == len(r["rounds"])
+                else "{} in {} rounds".format(len(r["health_checks"]["failed_at_s"]), len(r["rounds"])),
+                "FAILED" if not r["passed"] else "PASSED",
+                read(LOAD_MIXED)["health_checks"]["total"] - read(LOAD_MIXED)["health_checks"]["ok"],
+                read(LOAD_MIXED)["health_checks"]["total"],
+            )
         ),
     ),
     (
