@@ -10,7 +10,9 @@ from tests.quotes import (
     CPU_TABLE,
     INSTALL,
     LOAD_MIXED,
+    LOAD_MIXED_BEFORE,
     LOAD_TEST,
+    LOAD_TEST_BEFORE,
     SHIPPED_BF16,
     SHIPPED_METRICS,
     SHIPPED_TEST,
@@ -224,7 +226,7 @@ QUOTES += [
     (
         "docs/evaluation.md",
         CPU_TABLE,
-        lambda r: "bf16, which changed {labels_changed_vs_fp32} label of 1,000 test reviews, {points} points".format(
+        lambda r: "bf16, which changed {labels_changed_vs_fp32} of 1,000 test labels, {points} points".format(
             points=points(r["parts"]["cpu-table"]["this_cpu"]["systems"]["pytorch bf16"]["accuracy_change_points"]),
             **r["parts"]["cpu-table"]["this_cpu"]["systems"]["pytorch bf16"],
         ),
@@ -269,7 +271,7 @@ QUOTES += [
         "docs/inference.md",
         CPU_TABLE,
         lambda r: (
-            "Intel AMX ({ratio_to_pipeline:.2f}x the pipeline on the\n  AMX Xeon, {labels_changed_vs_fp32} label of 1,000 test reviews changed against fp32".format(
+            "Intel AMX ({ratio_to_pipeline:.2f}x the pipeline on the\n  AMX Xeon, {labels_changed_vs_fp32} of 1,000 test labels changed against fp32".format(
                 **r["parts"]["cpu-table"]["this_cpu"]["systems"]["pytorch bf16"]
             )
         ),
@@ -571,4 +573,11 @@ QUOTES += [
         lambda r: "commit {} of {}) each say".format(r["commit"][:7], r["date"]),
     ),
     ("docs/faults.md", ADVISORIES, lambda r: f"All {len(r['packages'])} packages in the snapshot (every pin, and pip)"),
+    (
+        "docs/faults.md",
+        LOAD_TEST_BEFORE,
+        lambda r: "memory grew +{:.1%} over six rounds and +{:.1%} over two".format(
+            r["memory"]["trend_over_the_run"], read(LOAD_MIXED_BEFORE)["memory"]["after_vs_before"]
+        ),
+    ),
 ]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.quotes import CPU_TABLE, CPU_TRAIN, GPU_BENCHMARK, INT8_GATE, points, speed_row
+from tests.quotes import CPU_TABLE, CPU_TABLE_BEFORE, CPU_TRAIN, GPU_BENCHMARK, INT8_GATE, points, read, speed_row
 
 QUOTES = [
     ("docs/speed.md", CPU_TABLE, speed_row("pipeline, batch 1", "pipeline")),
@@ -19,7 +19,6 @@ QUOTES = [
         ("parts/cpu-table/this_cpu/machine_limit/fp32_gemm_gflop_per_s", "fp32 GEMM {} GFLOP/s"),
     ),
     ("docs/speed.md", CPU_TABLE, ("parts/cpu-table/this_cpu/machine_limit/bf16_gemm_gflop_per_s", "bf16 {:,}")),
-    ("docs/speed.md", CPU_TABLE, ("parts/cpu-table/default_ratio", "bf16 at {}x the pipeline")),
     (
         "docs/speed.md",
         CPU_TABLE,
@@ -49,6 +48,20 @@ def system(r, table, name):
 def signed(value):
     """An accuracy change with its sign always shown, as the int8 tables write it."""
     return f"{value:+.2f}".replace("-", "−")
+
+
+def table_end(r):
+    """When the CPU table's part ended: its start plus the seconds it took, as HH:MM."""
+    import datetime
+
+    start = datetime.datetime.fromisoformat(r["date"])
+    return (start + datetime.timedelta(seconds=r["parts"]["cpu-table"]["part_s"])).strftime("%H:%M")
+
+
+def auto_cells(r, table):
+    """The reviews/s and ratio cells of the row `auto` served in one half of the CPU table, with its note."""
+    figures = system(r, table, r["parts"]["cpu-table"][table]["default"]["system"])
+    return "| **{:.2f}** | **{:.2f}x** (`auto`) |".format(figures["reviews_per_s"], figures["ratio_to_pipeline"])
 
 
 def kl_rows(r):
@@ -85,7 +98,7 @@ QUOTES += [
     (
         PAGE,
         CPU_TABLE,
-        lambda r: "met: {:.2f}x in bf16, {} points ({} label changed;".format(
+        lambda r: "met: {:.2f}x in bf16, {} points ({} of 1,000 labels changed;".format(
             r["parts"]["cpu-table"]["default_ratio"],
             points(r["parts"]["cpu-table"]["default_accuracy_change_points"]),
             system(r, "this_cpu", "pytorch bf16")["labels_changed_vs_fp32"],
@@ -125,7 +138,7 @@ QUOTES += [
     (
         PAGE,
         CPU_TABLE,
-        lambda r: "| {:.2f}x the pipeline, {} label of 1,000 changed".format(
+        lambda r: "| {:.2f}x the pipeline, {} of 1,000 test labels changed".format(
             r["parts"]["cpu-table"]["default_ratio"], system(r, "this_cpu", "pytorch bf16")["labels_changed_vs_fp32"]
         ),
     ),
@@ -160,7 +173,13 @@ QUOTES += [
         ),
     ),
     # The CPU table: when, load, the int8 limit, what it says.
-    (PAGE, CPU_TABLE, lambda r: f"--output docs/records/cpu_table.json`, {r['date'][:16].replace('T', ' ')}"),
+    (
+        PAGE,
+        CPU_TABLE,
+        lambda r: "--output docs/records/cpu_table.json`, {}\nto {} UTC".format(
+            r["date"][:16].replace("T", " "), table_end(r)
+        ),
+    ),
     (PAGE, CPU_TABLE, ("load_average_at_start/0", "(load average {} at the start")),
     (PAGE, CPU_TABLE, ("load_average_at_end/0", "two threads {} at the end)")),
     (
@@ -176,8 +195,57 @@ QUOTES += [
     (
         PAGE,
         CPU_TABLE,
-        lambda r: "2.76x the pipeline, {} points (1 label of 1,000)".format(
-            points(r["parts"]["cpu-table"]["default_accuracy_change_points"])
+        lambda r: "bf16 at {:.2f}x the pipeline, {} points ({} of 1,000 labels changed)".format(
+            r["parts"]["cpu-table"]["default_ratio"],
+            points(r["parts"]["cpu-table"]["default_accuracy_change_points"]),
+            system(r, "this_cpu", "pytorch bf16")["labels_changed_vs_fp32"],
+        ),
+    ),
+    # The check on the bf16 path against the run before (its figures are in git: 0897b39).
+    (
+        PAGE,
+        CPU_TABLE,
+        lambda r: "one {:.2f} reviews/s, {:.2f}x, {}.".format(
+            system(r, "this_cpu", "pytorch bf16")["reviews_per_s"],
+            system(r, "this_cpu", "pytorch bf16")["ratio_to_pipeline"],
+            system(r, "this_cpu", "pytorch bf16")["labels_changed_vs_fp32"] or "none",
+        ),
+    ),
+    (
+        PAGE,
+        CPU_TABLE,
+        (
+            "parts/cpu-table/this_cpu/machine_limit/fp32_gemm_gflop_per_s",
+            "{} GFLOP/s, so reviews/s from different runs do not compare",
+        ),
+    ),
+    (
+        PAGE,
+        CPU_TABLE_BEFORE,
+        lambda r: "gave bf16 {:.2f} reviews/s, {:.2f}x the pipeline, {} label changed".format(
+            system(r, "this_cpu", "pytorch bf16")["reviews_per_s"],
+            system(r, "this_cpu", "pytorch bf16")["ratio_to_pipeline"],
+            system(r, "this_cpu", "pytorch bf16")["labels_changed_vs_fp32"],
+        ),
+    ),
+    (
+        PAGE,
+        CPU_TABLE_BEFORE,
+        ("parts/cpu-table/this_cpu/machine_limit/fp32_gemm_gflop_per_s", "in each run went from\n  {} to"),
+    ),
+    (
+        PAGE,
+        CPU_TABLE,
+        lambda r: "from {:.2f}x\n  to {:.2f}x the (unpadded) pipeline".format(
+            read(CPU_TABLE_BEFORE)["parts"]["cpu-table"]["default_ratio"], r["parts"]["cpu-table"]["default_ratio"]
+        ),
+    ),
+    (
+        PAGE,
+        CPU_TABLE,
+        lambda r: "gated int8 from {:.2f}x to {:.2f}x)".format(
+            system(read(CPU_TABLE_BEFORE), "this_cpu", "onnxruntime int8 (gated scheme)")["ratio_to_pipeline"],
+            system(r, "this_cpu", "onnxruntime int8 (gated scheme)")["ratio_to_pipeline"],
         ),
     ),
     (
@@ -187,7 +255,25 @@ QUOTES += [
             r["targets"][0]["target"].split()[-1], "met" if r["targets"][0]["met"] else "missed"
         ),
     ),
-    (PAGE, CPU_TABLE, lambda r: f"is exact fp32, {system(r, 'amx_off', 'pytorch fp32')['ratio_to_pipeline']:.2f}x."),
+    (
+        PAGE,
+        CPU_TABLE,
+        lambda r: "is exact fp32, {:.2f}x (`auto` chose it in this".format(
+            system(r, "amx_off", r["parts"]["cpu-table"]["amx_off"]["default"]["system"])["ratio_to_pipeline"]
+        ),
+    ),
+    (PAGE, CPU_TABLE, lambda r: auto_cells(r, "this_cpu")),
+    (PAGE, CPU_TABLE, lambda r: auto_cells(r, "amx_off")),
+    (
+        PAGE,
+        CPU_TABLE,
+        lambda r: "every matrix {} 2x here,\n  {:.2f}x at {} points, but it moved {} of the 1,000 labels".format(
+            "passed" if system(r, "amx_off", "onnxruntime int8 (every matrix)")["ratio_to_pipeline"] >= 2 else "missed",
+            system(r, "amx_off", "onnxruntime int8 (every matrix)")["ratio_to_pipeline"],
+            points(system(r, "amx_off", "onnxruntime int8 (every matrix)")["accuracy_change_points"]),
+            system(r, "amx_off", "onnxruntime int8 (every matrix)")["labels_changed_vs_fp32"],
+        ),
+    ),
     (
         PAGE,
         CPU_TABLE,
