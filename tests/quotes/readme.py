@@ -88,4 +88,6 @@ QUOTES = [
             *(r["parts"]["cpu-train"]["lengths"][n]["samples_per_s_ratio"] for n in ("256", "512"))
         ),
     ),
+    ("README.md", SHIPPED_TEST, ("metrics/temperature", "temperature-scaled (T = {:.2f}, fitted on validation)")),
+    ("README.md", SHIPPED_TEST, ("data/num_examples", "On the full IMDb test split, {:,} reviews")),
 ]
