@@ -47,7 +47,6 @@ import weakref
 
 import torch
 
-from training.model import load_classifier
 from training.text import clip_characters, encode_texts, special_token_frame, truncate_token_ids
 
 DIRECTIONS = ("positive", "negative")
@@ -183,7 +182,7 @@ def attribution_model(predictor):
     with _FP32_LOCK:
         model = _FP32_MODELS.get(predictor)
         if model is None:
-            model, _, _ = load_classifier(predictor.model_dir, device=predictor.device, merge=True)
+            model = predictor.backend.load_fp32()
             _FP32_MODELS[predictor] = model
     return model
 

@@ -62,10 +62,25 @@ class TorchBackend:
         folder: Path,
         precision: str = "fp32",
         scheme: Int8Scheme | None = None,
+        trust_pickle: bool = False,
+        allow_hub_base: bool = False,
     ):
         self.model, self.tokenizer, self.config = model, tokenizer, config
         self.device, self.folder, self.precision = device, Path(folder), precision
         self.scheme = scheme  # the int8 scheme the model was quantized by (None: fp32, bf16, or the head-only default)
+        self.trust_pickle, self.allow_hub_base = trust_pickle, allow_hub_base  # what the user allowed this folder
+
+    def load_fp32(self):
+        """The same merged adapter once more in full precision (explanations take gradients through it), loaded
+        with what the user allowed for this folder, no more."""
+        model, _, _ = load_classifier(
+            self.folder,
+            device=self.device,
+            merge=True,
+            trust_pickle=self.trust_pickle,
+            allow_hub_base=self.allow_hub_base,
+        )
+        return model
 
     @staticmethod
     def device_for(requested: str | None) -> torch.device:
@@ -97,7 +112,8 @@ class TorchBackend:
             model = quantize_int8(model, scheme.keep_fp32 if scheme else DEFAULT_KEEP_FP32)
         elif precision == "bf16":
             model = model.to(torch.bfloat16)
-        return cls(model, tokenizer, config, device, folder, precision, scheme if precision == "int8" else None)
+        scheme = scheme if precision == "int8" else None
+        return cls(model, tokenizer, config, device, folder, precision, scheme, trust_pickle, allow_hub_base)
 
     @property
     def temperature(self) -> float:

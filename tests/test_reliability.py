@@ -427,6 +427,13 @@ def test_pickle_adapter_is_refused_unless_trusted(pickled_adapter, tiny_adapter,
     assert predict_cli(["--model", str(pickled_adapter), "--trust-pickle-weights", "A fine film."]) == 0
 
 
+def test_an_explanation_reloads_a_trusted_pickle_adapter_as_the_user_allowed(pickled_adapter):
+    """Explaining an int8 (or bf16) prediction reloads the adapter in fp32: with the trust the user gave it."""
+    trusted = Predictor.from_pretrained(pickled_adapter, device="cpu", precision="int8", trust_pickle=True)
+    explanation = trusted.explain("A superb, moving film.", n_steps=4)
+    assert explanation.label == trusted.predict_one("A superb, moving film.").label and explanation.words
+
+
 def test_evaluate_takes_the_same_trust_flag(pickled_adapter, tmp_path, capsys, monkeypatch):
     from evaluation import evaluate
 
