@@ -56,13 +56,18 @@ def points(value: float) -> str:
     return f"{value:+.2f}".replace("-", "−").lstrip("+")
 
 
+def cpu_system(record: dict, table: str, system: str) -> dict:
+    """One system's figures in a --cpu-table record: table "this_cpu" or "amx_off", system e.g. "pytorch bf16"."""
+    return record["parts"]["cpu-table"][table]["systems"][system]
+
+
 def speed_row(label: str, system: str) -> Callable[[dict], str]:
     """A whole row of docs/speed.md's CPU table (with AMX, then AMX off) built from the record, emphasis aside."""
 
     def row(record: dict) -> str:
         cells = [label]
         for table in ("this_cpu", "amx_off"):
-            figures = record["parts"]["cpu-table"][table]["systems"][system]
+            figures = cpu_system(record, table, system)
             cells += [
                 f"{figures['reviews_per_s']:.2f}",
                 f"{figures['ratio_to_pipeline']:.2f}x" if system != "pipeline" else "1x",

@@ -12,6 +12,7 @@ from tests.quotes import (
     INSTALL_EXPORT,
     INT8_GATE,
     SHIPPED_METRICS,
+    cpu_system,
 )
 
 QUOTES = [
@@ -19,7 +20,7 @@ QUOTES = [
         "docs/export.md",
         CPU_TABLE,
         lambda r: "| 0 | {:.2f} | {:.2f}x |".format(
-            r["parts"]["cpu-table"]["amx_off"]["systems"]["onnxruntime fp32"]["reviews_per_s"],
+            cpu_system(r, "amx_off", "onnxruntime fp32")["reviews_per_s"],
             r["parts"]["cpu-table"]["amx_off_export_fp32_ratio_to_pytorch_fp32"],
         ),
     ),
@@ -27,8 +28,8 @@ QUOTES = [
         "docs/export.md",
         CPU_TABLE,
         lambda r: "| {:.2f} | 1x | 0 | {:.2f} | 1x |".format(
-            r["parts"]["cpu-table"]["this_cpu"]["systems"]["pytorch fp32"]["reviews_per_s"],
-            r["parts"]["cpu-table"]["amx_off"]["systems"]["pytorch fp32"]["reviews_per_s"],
+            cpu_system(r, "this_cpu", "pytorch fp32")["reviews_per_s"],
+            cpu_system(r, "amx_off", "pytorch fp32")["reviews_per_s"],
         ),
     ),
     ("docs/export.md", INT8_GATE, ("onnxruntime/validation/labels_changed", "({} of 2,500 validation labels")),
@@ -93,18 +94,14 @@ def export_row(label: str, system: str, amx_off: bool = True):
     def row(record: dict) -> str:
         cells = [label]
         for table in ("this_cpu", "amx_off") if amx_off else ("this_cpu",):
-            systems = record["parts"]["cpu-table"][table]["systems"]
-            speed = systems[system]["reviews_per_s"]
-            cells += [f"{speed:.2f}", f"{speed / systems['pytorch fp32']['reviews_per_s']:.2f}x"]
+            figures = cpu_system(record, table, system)
+            speed = figures["reviews_per_s"]
+            cells += [f"{speed:.2f}", f"{speed / cpu_system(record, table, 'pytorch fp32')['reviews_per_s']:.2f}x"]
             if table == "this_cpu":
-                cells.append(str(systems[system]["labels_changed_vs_fp32"]))
+                cells.append(str(figures["labels_changed_vs_fp32"]))
         return "| " + " | ".join(cells) + " |"
 
     return row
-
-
-def systems(record: dict) -> dict:
-    return record["parts"]["cpu-table"]["this_cpu"]["systems"]
 
 
 QUOTES += [
@@ -213,7 +210,7 @@ QUOTES += [
         "docs/export.md",
         CPU_TABLE,
         lambda r: "| this export, fp32 (eager attention, fused) | {:.2f} | {:.2f}x |".format(
-            systems(r)["onnxruntime fp32"]["reviews_per_s"],
+            cpu_system(r, "this_cpu", "onnxruntime fp32")["reviews_per_s"],
             r["parts"]["cpu-table"]["export_fp32_ratio_to_pytorch_fp32"],
         ),
     ),
@@ -229,15 +226,18 @@ QUOTES += [
         "docs/export.md",
         CPU_TABLE,
         lambda r: "bf16 with AMX runs at {:.2f}x PyTorch fp32 and {:.2f}x the export's fp32".format(
-            systems(r)["pytorch bf16"]["reviews_per_s"] / systems(r)["pytorch fp32"]["reviews_per_s"],
-            systems(r)["pytorch bf16"]["reviews_per_s"] / systems(r)["onnxruntime fp32"]["reviews_per_s"],
+            cpu_system(r, "this_cpu", "pytorch bf16")["reviews_per_s"]
+            / cpu_system(r, "this_cpu", "pytorch fp32")["reviews_per_s"],
+            cpu_system(r, "this_cpu", "pytorch bf16")["reviews_per_s"]
+            / cpu_system(r, "this_cpu", "onnxruntime fp32")["reviews_per_s"],
         ),
     ),
     (
         "docs/export.md",
         CPU_TABLE,
         lambda r: "(MLAS): {:.1f} against {:.1f} GFLOP/s".format(
-            systems(r)["pytorch fp32"]["gflop_per_s"], systems(r)["onnxruntime fp32"]["gflop_per_s"]
+            cpu_system(r, "this_cpu", "pytorch fp32")["gflop_per_s"],
+            cpu_system(r, "this_cpu", "onnxruntime fp32")["gflop_per_s"],
         ),
     ),
     (

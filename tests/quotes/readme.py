@@ -11,6 +11,7 @@ from tests.quotes import (
     INT8_GATE,
     SHIPPED_METRICS,
     SHIPPED_TEST,
+    cpu_system,
     points,
     shipped_row,
 )
@@ -20,7 +21,7 @@ def cpu_row(label: str, table: str, system: str):
     """A whole row of the README's CPU table: reviews/s, ratio to the pipeline, accuracy change, the 2x target."""
 
     def row(record: dict) -> str:
-        figures = record["parts"]["cpu-table"][table]["systems"][system]
+        figures = cpu_system(record, table, system)
         accuracy = points(figures["accuracy_change_points"])
         accuracy += " points" if figures["accuracy_change_points"] else ""
         changed = figures["labels_changed_vs_fp32"]

@@ -18,6 +18,7 @@ from tests.quotes import (
     SHIPPED_METRICS,
     SHIPPED_TEST,
     api_row,
+    cpu_system,
     points,
     read,
     shipped_row,
@@ -237,8 +238,8 @@ QUOTES += [
         "docs/evaluation.md",
         CPU_TABLE,
         lambda r: "bf16, which changed {labels_changed_vs_fp32} of 1,000 test labels, {points} points".format(
-            points=points(r["parts"]["cpu-table"]["this_cpu"]["systems"]["pytorch bf16"]["accuracy_change_points"]),
-            **r["parts"]["cpu-table"]["this_cpu"]["systems"]["pytorch bf16"],
+            points=points(cpu_system(r, "this_cpu", "pytorch bf16")["accuracy_change_points"]),
+            **cpu_system(r, "this_cpu", "pytorch bf16"),
         ),
     ),
     (
@@ -282,7 +283,7 @@ QUOTES += [
         CPU_TABLE,
         lambda r: (
             "Intel AMX ({ratio_to_pipeline:.2f}x the pipeline on the\n  AMX Xeon, {labels_changed_vs_fp32} of 1,000 test labels changed against fp32".format(
-                **r["parts"]["cpu-table"]["this_cpu"]["systems"]["pytorch bf16"]
+                **cpu_system(r, "this_cpu", "pytorch bf16")
             )
         ),
     ),

@@ -2,7 +2,17 @@
 
 from __future__ import annotations
 
-from tests.quotes import CPU_TABLE, CPU_TABLE_BEFORE, CPU_TRAIN, GPU_BENCHMARK, INT8_GATE, points, read, speed_row
+from tests.quotes import (
+    CPU_TABLE,
+    CPU_TABLE_BEFORE,
+    CPU_TRAIN,
+    GPU_BENCHMARK,
+    INT8_GATE,
+    cpu_system,
+    points,
+    read,
+    speed_row,
+)
 
 QUOTES = [
     ("docs/speed.md", CPU_TABLE, speed_row("pipeline, batch 1", "pipeline")),
@@ -41,10 +51,6 @@ QUOTES = [
 PAGE = "docs/speed.md"
 
 
-def system(r, table, name):
-    return r["parts"]["cpu-table"][table]["systems"][name]
-
-
 def signed(value):
     """An accuracy change with its sign always shown, as the int8 tables write it."""
     return f"{value:+.2f}".replace("-", "−")
@@ -60,7 +66,7 @@ def table_end(r):
 
 def auto_cells(r, table):
     """The reviews/s and ratio cells of the row `auto` served in one half of the CPU table, with its note."""
-    figures = system(r, table, r["parts"]["cpu-table"][table]["default"]["system"])
+    figures = cpu_system(r, table, r["parts"]["cpu-table"][table]["default"]["system"])
     return "| **{:.2f}** | **{:.2f}x** (`auto`) |".format(figures["reviews_per_s"], figures["ratio_to_pipeline"])
 
 
@@ -101,7 +107,7 @@ QUOTES += [
         lambda r: "met: {:.2f}x in bf16, {} points ({} of 1,000 labels changed;".format(
             r["parts"]["cpu-table"]["default_ratio"],
             points(r["parts"]["cpu-table"]["default_accuracy_change_points"]),
-            system(r, "this_cpu", "pytorch bf16")["labels_changed_vs_fp32"],
+            cpu_system(r, "this_cpu", "pytorch bf16")["labels_changed_vs_fp32"],
         ),
     ),
     (
@@ -109,11 +115,11 @@ QUOTES += [
         CPU_TABLE,
         lambda r: (
             "exact fp32 {:.2f}x; the export's gated int8 {:.2f}x, {} points; PyTorch's gated int8 {:.2f}x but {} points".format(
-                system(r, "amx_off", "pytorch fp32")["ratio_to_pipeline"],
-                system(r, "amx_off", "onnxruntime int8 (gated scheme)")["ratio_to_pipeline"],
-                points(system(r, "amx_off", "onnxruntime int8 (gated scheme)")["accuracy_change_points"]),
-                system(r, "amx_off", "pytorch int8 (gated scheme)")["ratio_to_pipeline"],
-                points(system(r, "amx_off", "pytorch int8 (gated scheme)")["accuracy_change_points"]),
+                cpu_system(r, "amx_off", "pytorch fp32")["ratio_to_pipeline"],
+                cpu_system(r, "amx_off", "onnxruntime int8 (gated scheme)")["ratio_to_pipeline"],
+                points(cpu_system(r, "amx_off", "onnxruntime int8 (gated scheme)")["accuracy_change_points"]),
+                cpu_system(r, "amx_off", "pytorch int8 (gated scheme)")["ratio_to_pipeline"],
+                points(cpu_system(r, "amx_off", "pytorch int8 (gated scheme)")["accuracy_change_points"]),
             )
         ),
     ),
@@ -139,7 +145,8 @@ QUOTES += [
         PAGE,
         CPU_TABLE,
         lambda r: "| {:.2f}x the pipeline, {} of 1,000 test labels changed".format(
-            r["parts"]["cpu-table"]["default_ratio"], system(r, "this_cpu", "pytorch bf16")["labels_changed_vs_fp32"]
+            r["parts"]["cpu-table"]["default_ratio"],
+            cpu_system(r, "this_cpu", "pytorch bf16")["labels_changed_vs_fp32"],
         ),
     ),
     (
@@ -161,15 +168,15 @@ QUOTES += [
         PAGE,
         CPU_TABLE,
         lambda r: "changed {} of the 1,000 test labels, {} points".format(
-            system(r, "this_cpu", "pytorch bf16")["labels_changed_vs_fp32"],
-            points(system(r, "this_cpu", "pytorch bf16")["accuracy_change_points"]),
+            cpu_system(r, "this_cpu", "pytorch bf16")["labels_changed_vs_fp32"],
+            points(cpu_system(r, "this_cpu", "pytorch bf16")["accuracy_change_points"]),
         ),
     ),
     (
         PAGE,
         CPU_TABLE,
         lambda r: (
-            f"ran at {system(r, 'amx_off', 'pytorch bf16')['ratio_to_pipeline']:.2f}x the pipeline in the same run"
+            f"ran at {cpu_system(r, 'amx_off', 'pytorch bf16')['ratio_to_pipeline']:.2f}x the pipeline in the same run"
         ),
     ),
     # The CPU table: when, load, the int8 limit, what it says.
@@ -190,7 +197,7 @@ QUOTES += [
     (
         PAGE,
         CPU_TABLE,
-        lambda r: f"The pipeline's {system(r, 'this_cpu', 'pipeline')['labels_changed_vs_fp32']} changed labels",
+        lambda r: f"The pipeline's {cpu_system(r, 'this_cpu', 'pipeline')['labels_changed_vs_fp32']} changed labels",
     ),
     (
         PAGE,
@@ -198,17 +205,17 @@ QUOTES += [
         lambda r: "bf16 at {:.2f}x the pipeline, {} points ({} of 1,000 labels changed)".format(
             r["parts"]["cpu-table"]["default_ratio"],
             points(r["parts"]["cpu-table"]["default_accuracy_change_points"]),
-            system(r, "this_cpu", "pytorch bf16")["labels_changed_vs_fp32"],
+            cpu_system(r, "this_cpu", "pytorch bf16")["labels_changed_vs_fp32"],
         ),
     ),
-    # The check on the bf16 path against the run before (its figures are in git: 0897b39).
+    # The check on the bf16 path against the run before the padding (its record: CPU_TABLE_BEFORE).
     (
         PAGE,
         CPU_TABLE,
         lambda r: "one {:.2f} reviews/s, {:.2f}x, {}.".format(
-            system(r, "this_cpu", "pytorch bf16")["reviews_per_s"],
-            system(r, "this_cpu", "pytorch bf16")["ratio_to_pipeline"],
-            system(r, "this_cpu", "pytorch bf16")["labels_changed_vs_fp32"] or "none",
+            cpu_system(r, "this_cpu", "pytorch bf16")["reviews_per_s"],
+            cpu_system(r, "this_cpu", "pytorch bf16")["ratio_to_pipeline"],
+            cpu_system(r, "this_cpu", "pytorch bf16")["labels_changed_vs_fp32"] or "none",
         ),
     ),
     (
@@ -223,9 +230,9 @@ QUOTES += [
         PAGE,
         CPU_TABLE_BEFORE,
         lambda r: "gave bf16 {:.2f} reviews/s, {:.2f}x the pipeline, {} label changed".format(
-            system(r, "this_cpu", "pytorch bf16")["reviews_per_s"],
-            system(r, "this_cpu", "pytorch bf16")["ratio_to_pipeline"],
-            system(r, "this_cpu", "pytorch bf16")["labels_changed_vs_fp32"],
+            cpu_system(r, "this_cpu", "pytorch bf16")["reviews_per_s"],
+            cpu_system(r, "this_cpu", "pytorch bf16")["ratio_to_pipeline"],
+            cpu_system(r, "this_cpu", "pytorch bf16")["labels_changed_vs_fp32"],
         ),
     ),
     (
@@ -244,8 +251,8 @@ QUOTES += [
         PAGE,
         CPU_TABLE,
         lambda r: "gated int8 from {:.2f}x to {:.2f}x)".format(
-            system(read(CPU_TABLE_BEFORE), "this_cpu", "onnxruntime int8 (gated scheme)")["ratio_to_pipeline"],
-            system(r, "this_cpu", "onnxruntime int8 (gated scheme)")["ratio_to_pipeline"],
+            cpu_system(read(CPU_TABLE_BEFORE), "this_cpu", "onnxruntime int8 (gated scheme)")["ratio_to_pipeline"],
+            cpu_system(r, "this_cpu", "onnxruntime int8 (gated scheme)")["ratio_to_pipeline"],
         ),
     ),
     (
@@ -259,7 +266,7 @@ QUOTES += [
         PAGE,
         CPU_TABLE,
         lambda r: "is exact fp32, {:.2f}x (`auto` chose it in this".format(
-            system(r, "amx_off", r["parts"]["cpu-table"]["amx_off"]["default"]["system"])["ratio_to_pipeline"]
+            cpu_system(r, "amx_off", r["parts"]["cpu-table"]["amx_off"]["default"]["system"])["ratio_to_pipeline"]
         ),
     ),
     (PAGE, CPU_TABLE, lambda r: auto_cells(r, "this_cpu")),
@@ -268,28 +275,30 @@ QUOTES += [
         PAGE,
         CPU_TABLE,
         lambda r: "every matrix {} 2x here,\n  {:.2f}x at {} points, but it moved {} of the 1,000 labels".format(
-            "passed" if system(r, "amx_off", "onnxruntime int8 (every matrix)")["ratio_to_pipeline"] >= 2 else "missed",
-            system(r, "amx_off", "onnxruntime int8 (every matrix)")["ratio_to_pipeline"],
-            points(system(r, "amx_off", "onnxruntime int8 (every matrix)")["accuracy_change_points"]),
-            system(r, "amx_off", "onnxruntime int8 (every matrix)")["labels_changed_vs_fp32"],
+            "passed"
+            if cpu_system(r, "amx_off", "onnxruntime int8 (every matrix)")["ratio_to_pipeline"] >= 2
+            else "missed",
+            cpu_system(r, "amx_off", "onnxruntime int8 (every matrix)")["ratio_to_pipeline"],
+            points(cpu_system(r, "amx_off", "onnxruntime int8 (every matrix)")["accuracy_change_points"]),
+            cpu_system(r, "amx_off", "onnxruntime int8 (every matrix)")["labels_changed_vs_fp32"],
         ),
     ),
     (
         PAGE,
         CPU_TABLE,
         lambda r: "ran at {:.2f}x but moved {} labels, all of them wrong, so it lost {:.2f} points".format(
-            system(r, "amx_off", "pytorch int8 (gated scheme)")["ratio_to_pipeline"],
-            system(r, "amx_off", "pytorch int8 (gated scheme)")["labels_changed_vs_fp32"],
-            -system(r, "amx_off", "pytorch int8 (gated scheme)")["accuracy_change_points"],
+            cpu_system(r, "amx_off", "pytorch int8 (gated scheme)")["ratio_to_pipeline"],
+            cpu_system(r, "amx_off", "pytorch int8 (gated scheme)")["labels_changed_vs_fp32"],
+            -cpu_system(r, "amx_off", "pytorch int8 (gated scheme)")["accuracy_change_points"],
         ),
     ),
     (
         PAGE,
         CPU_TABLE,
         lambda r: "{:.2f}x ({} labels, {} points)".format(
-            system(r, "amx_off", "onnxruntime int8 (gated scheme)")["ratio_to_pipeline"],
-            system(r, "amx_off", "onnxruntime int8 (gated scheme)")["labels_changed_vs_fp32"],
-            points(system(r, "amx_off", "onnxruntime int8 (gated scheme)")["accuracy_change_points"]),
+            cpu_system(r, "amx_off", "onnxruntime int8 (gated scheme)")["ratio_to_pipeline"],
+            cpu_system(r, "amx_off", "onnxruntime int8 (gated scheme)")["labels_changed_vs_fp32"],
+            points(cpu_system(r, "amx_off", "onnxruntime int8 (gated scheme)")["accuracy_change_points"]),
         ),
     ),
     # int8 that keeps the labels.
@@ -333,7 +342,7 @@ QUOTES += [
         PAGE,
         CPU_TABLE,
         lambda r: "the same 1,000 reviews gave {} points".format(
-            points(system(r, "amx_off", "pytorch int8 (gated scheme)")["accuracy_change_points"])
+            points(cpu_system(r, "amx_off", "pytorch int8 (gated scheme)")["accuracy_change_points"])
         ),
     ),
     # GPU benchmarks.
